@@ -1,0 +1,1 @@
+"""Torch-free declarations of each architecture's spec and variants (see ``registry.py``)."""
