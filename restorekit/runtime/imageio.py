@@ -1,0 +1,48 @@
+"""Reading and writing still images with OpenCV. Images in memory are RGB (or single-channel),
+``uint8`` or ``uint16``, shape (H, W, 3) or (H, W)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from restorekit.errors import InputError
+from restorekit.files import write_bytes_atomic
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB (colour) or (H, W) (gray), keeping 8 or 16 bits.
+
+    Raises:
+        InputError: the file is missing or OpenCV cannot decode it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise InputError(f"cannot decode {path} as an image (corrupt or unsupported format)")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: {image.dtype} images are not supported; use 8- or 16-bit")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)  # alpha is not restored
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Encode ``image`` (RGB or gray) by the file's extension and write it atomically.
+
+    Raises:
+        InputError: OpenCV cannot encode to that format.
+    """
+    path = Path(path)
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, buf = cv2.imencode(path.suffix or ".png", bgr)
+    if not ok:
+        raise InputError(f"cannot encode an image as {path.suffix!r}; use .png, .jpg or .tif")
+    write_bytes_atomic(path, buf.tobytes())

@@ -1,0 +1,66 @@
+"""Pixel conventions: images (RGB/gray, 8/16-bit) to and from a model's tensors, as the manifest's
+:class:`~restorekit.manifest.TensorSpec` describes them (channels, colour order, value range)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from restorekit.errors import InputError
+from restorekit.manifest import TensorSpec
+
+# ITU-R BT.601 luma, as OpenCV's RGB2GRAY.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def unit_float(image: np.ndarray) -> np.ndarray:
+    """uint8/uint16 (or float in [0, 1]) image -> float32 in [0, 1], same shape."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    if np.issubdtype(image.dtype, np.floating):
+        return image.astype(np.float32, copy=False)
+    raise InputError(f"unsupported image dtype {image.dtype}; use 8- or 16-bit images")
+
+
+def to_model_input(image: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """An RGB (H, W, 3) or gray (H, W) image -> a (C, H, W) float32 tensor for the model.
+
+    Colour images feed one-channel models through their BT.601 luma; gray images feed
+    three-channel models replicated. BGR models get their channels reversed.
+
+    Raises:
+        InputError: unsupported dtype or channel count.
+    """
+    x = unit_float(image)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or x.shape[2] not in (1, 3):
+        raise InputError(f"expected an RGB or gray image, got shape {image.shape}")
+    if spec.channels == 1 and x.shape[2] == 3:
+        x = (x @ _LUMA)[:, :, None]
+    elif spec.channels == 3 and x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    if spec.channels == 3 and spec.color_order == "BGR":
+        x = x[:, :, ::-1]
+    chw = np.ascontiguousarray(x.transpose(2, 0, 1))
+    if spec.value_range != 1.0:
+        chw *= np.float32(spec.value_range)
+    return chw
+
+
+def to_unit_output(chw: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A model's (C, H, W) output -> (H, W, C) float32 RGB/gray in [0, 1] (clamped)."""
+    x = chw.astype(np.float32, copy=False)
+    if spec.value_range != 1.0:
+        x = x / np.float32(spec.value_range)
+    if spec.channels == 3 and spec.color_order == "BGR":
+        x = x[::-1]
+    return np.clip(x.transpose(1, 2, 0), 0.0, 1.0)
+
+
+def quantize(unit: np.ndarray, dtype: np.dtype = np.uint8) -> np.ndarray:
+    """[0, 1] float image -> uint8/uint16 with rounding; a one-channel image becomes (H, W)."""
+    top = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
+    out = np.rint(np.clip(unit, 0.0, 1.0) * top).astype(dtype)
+    return out[:, :, 0] if out.ndim == 3 and out.shape[2] == 1 else out
