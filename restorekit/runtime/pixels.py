@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from restorekit.errors import InputError
@@ -64,3 +65,22 @@ def quantize(unit: np.ndarray, dtype: np.dtype = np.uint8) -> np.ndarray:
     top = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
     out = np.rint(np.clip(unit, 0.0, 1.0) * top).astype(dtype)
     return out[:, :, 0] if out.ndim == 3 and out.shape[2] == 1 else out
+
+
+def luma_chroma(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGB image -> (Y (H, W), CrCb (H, W, 2)) in [0, 1] float32 (BT.601, OpenCV's YCrCb)."""
+    ycrcb = cv2.cvtColor(unit_float(image), cv2.COLOR_RGB2YCrCb)
+    return ycrcb[:, :, 0], ycrcb[:, :, 1:]
+
+
+def recombine_luma(y: np.ndarray, crcb: np.ndarray) -> np.ndarray:
+    """A restored luma (H, W) with the original chroma (resized to it if needed) -> RGB in [0, 1].
+
+    Gray models restore only Y; colour comes back from the input's Cr/Cb (bicubic-upscaled for
+    super-resolution), as the papers that train on Y evaluate colour images.
+    """
+    h, w = y.shape
+    if crcb.shape[:2] != (h, w):
+        crcb = cv2.resize(crcb, (w, h), interpolation=cv2.INTER_CUBIC)
+    ycrcb = np.concatenate([y[:, :, None], crcb], axis=2).astype(np.float32)
+    return np.clip(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB), 0.0, 1.0)

@@ -1,0 +1,297 @@
+"""Tiled inference: cut an image into tiles of exactly the engine's shape, run them in batches and
+blend the overlaps back into one image (numpy only).
+
+Layout of the plan, per axis (the same along height and width):
+
+* The image is virtually padded by reflection (numpy's ``reflect`` mode, repeated for images
+  smaller than the padding): ``margin`` pixels before it, so border pixels see context as inner
+  pixels do, and enough after it that every tile lies fully inside. Static engines therefore fit
+  any image size, including images smaller than one tile. The padding is never materialised:
+  each tile gathers its pixels through reflected indices, so memory stays bounded by the tile
+  batch plus the output and weight accumulators, never a padded copy or a list of tiles.
+* Tiles start every ``tile - overlap`` pixels, so neighbours share exactly ``overlap`` pixels.
+* ``feather`` blending weighs each overlap with complementary linear ramps that are zero over the
+  outer quarter of the overlap: a tile's outermost ``overlap // 4`` pixels, the ones a network
+  computes from a truncated receptive field, never reach the result, and a network whose
+  receptive radius is at most ``overlap // 4`` gives exactly the untiled result. ``average`` (for
+  NLRN's densely overlapping patches) weighs every tile pixel 1 and divides by the count.
+
+The weights are separable and the grid regular, so the sum of weights is the outer product of two
+1-D sums: only a (H, W) output accumulator per channel is kept, no weight image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from restorekit.errors import TileSizeError
+
+BLENDS = ("feather", "average")
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Tiling along one axis, in input pixels."""
+
+    length: int  # image length
+    tile: int
+    overlap: int
+    margin: int  # reflected context before the image
+    starts: tuple[int, ...]  # tile starts on the padded canvas
+
+    @property
+    def canvas(self) -> int:
+        return self.starts[-1] + self.tile
+
+
+def plan_axis(length: int, tile: int, overlap: int, margin: int | None = None) -> AxisPlan:
+    """Plan the tiles along one axis.
+
+    Args:
+        length: image length in pixels (>= 1).
+        tile: tile length the engine takes.
+        overlap: pixels shared by neighbouring tiles (< tile).
+        margin: reflected context before the image; ``None`` takes ``overlap // 2``.
+
+    Raises:
+        TileSizeError: the overlap does not leave a positive stride.
+    """
+    if length < 1:
+        raise TileSizeError(f"image side of {length} pixels cannot be tiled")
+    if tile < 1 or overlap < 0 or overlap >= tile:
+        raise TileSizeError(
+            f"overlap {overlap} must be >= 0 and smaller than the tile side {tile}; "
+            "choose a smaller --overlap"
+        )
+    margin = overlap // 2 if margin is None else margin
+    needed = length + 2 * margin  # context on both sides
+    stride = tile - overlap
+    count = 1 if needed <= tile else -(-(needed - tile) // stride) + 1
+    return AxisPlan(length, tile, overlap, margin, tuple(i * stride for i in range(count)))
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The grid of tiles over one image, and how their outputs are blended."""
+
+    y: AxisPlan
+    x: AxisPlan
+    scale: int = 1
+    blend: str = "feather"
+
+    @property
+    def count(self) -> int:
+        return len(self.y.starts) * len(self.x.starts)
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        return self.y.tile, self.x.tile
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.y.length, self.x.length
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        return self.y.length * self.scale, self.x.length * self.scale
+
+    def positions(self) -> Iterator[tuple[int, int]]:
+        """Tile starts (y, x) on the padded canvas, row by row."""
+        for y0 in self.y.starts:
+            for x0 in self.x.starts:
+                yield y0, x0
+
+
+def plan_tiles(
+    image_shape: tuple[int, int],
+    tile: tuple[int, int],
+    overlap: int,
+    *,
+    scale: int = 1,
+    blend: str = "feather",
+    margin: int | None = None,
+) -> TilePlan:
+    """Plan tiles of exactly ``tile`` over an image of ``image_shape`` (height, width).
+
+    Raises:
+        TileSizeError: bad overlap for the tile, or feathering with an overlap above half a tile.
+    """
+    if blend not in BLENDS:
+        raise TileSizeError(f"unknown blend {blend!r}; use one of {', '.join(BLENDS)}")
+    if blend == "feather" and 2 * overlap > min(tile):
+        raise TileSizeError(
+            f"overlap {overlap} is more than half the tile {tile[0]}x{tile[1]}; feathered "
+            "blending needs overlap <= tile/2: choose a smaller --overlap"
+        )
+    if scale < 1:
+        raise TileSizeError(f"scale must be >= 1, got {scale}")
+    return TilePlan(
+        plan_axis(image_shape[0], tile[0], overlap, margin),
+        plan_axis(image_shape[1], tile[1], overlap, margin),
+        scale,
+        blend,
+    )
+
+
+def reflect_indices(start: int, count: int, length: int) -> np.ndarray:
+    """Indices into an axis of ``length`` for positions ``start .. start+count-1``, reflected at
+    both ends without repeating the edge (numpy ``reflect``), repeatedly for short axes."""
+    pos = np.arange(start, start + count)
+    if length == 1:
+        return np.zeros(count, dtype=np.intp)
+    period = 2 * (length - 1)
+    pos = np.mod(pos, period)
+    return np.where(pos >= length, period - pos, pos).astype(np.intp)
+
+
+def axis_weights(plan: AxisPlan, index: int, scale: int, blend: str) -> np.ndarray:
+    """Blend weights of tile ``index`` along one axis, in output pixels."""
+    size = plan.tile * scale
+    w = np.ones(size, dtype=np.float32)
+    if blend == "average" or plan.overlap == 0:
+        return w
+    span = plan.overlap * scale
+    dead = (plan.overlap // 4) * scale  # outermost pixels of each overlap, never used
+    ramp = np.clip((np.arange(span) - dead + 0.5) / (span - 2 * dead), 0.0, 1.0).astype(np.float32)
+    if index > 0:
+        w[:span] *= ramp
+    if index < len(plan.starts) - 1:
+        w[size - span :] *= ramp[::-1]
+    return w
+
+
+@dataclass(frozen=True)
+class NonFiniteTile:
+    """A tile whose output held NaN or Inf, in image (input) pixel coordinates."""
+
+    y: int
+    x: int
+    height: int
+    width: int
+    count: int
+
+    def describe(self) -> str:
+        return (
+            f"tile at y={self.y}, x={self.x} ({self.height}x{self.width}) produced "
+            f"{self.count} NaN/Inf values"
+        )
+
+
+@dataclass
+class TiledResult:
+    """Blended output (C, H*s, W*s) float32 and the tiles that produced non-finite values."""
+
+    output: np.ndarray
+    nonfinite: list[NonFiniteTile]
+
+
+def _default_prepare(tile: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32)
+
+
+def run_tiled(
+    image: np.ndarray,
+    plan: TilePlan,
+    infer: Callable[[np.ndarray], np.ndarray],
+    *,
+    batch: int = 1,
+    pad_batch: bool = True,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> TiledResult:
+    """Run ``infer`` over the tiles of ``image`` and blend the outputs.
+
+    Args:
+        image: (H, W, C) array (any dtype ``prepare`` understands).
+        plan: from :func:`plan_tiles` for this image's (H, W).
+        infer: maps a (N, C, th, tw) float32 batch to (N, C', th*s, tw*s).
+        batch: tiles per call.
+        pad_batch: fill a short last batch up to ``batch`` by repeating its last tile (static-batch
+            engines); otherwise the last call is shorter.
+        prepare: maps a (th, tw, C) tile to the model's (C, th, tw) float32 input;
+            default is a plain transpose.
+        on_batch: called with the number of real tiles after each batch (progress bars).
+
+    Raises:
+        TileSizeError: the image does not match the plan, or the model returned the wrong shape.
+    """
+    if image.ndim != 3 or image.shape[:2] != plan.image_shape:
+        raise TileSizeError(
+            f"image of shape {image.shape} does not fit a plan for {plan.image_shape}"
+        )
+    prepare = prepare or _default_prepare
+    s = plan.scale
+    th, tw = plan.tile
+    out_h, out_w = plan.output_shape
+    acc: np.ndarray | None = None  # allocated once the output channel count is known
+    wsum_y = np.zeros(out_h, dtype=np.float64)
+    wsum_x = np.zeros(out_w, dtype=np.float64)
+    wy = [axis_weights(plan.y, i, s, plan.blend) for i in range(len(plan.y.starts))]
+    wx = [axis_weights(plan.x, j, s, plan.blend) for j in range(len(plan.x.starts))]
+    # Output rows a tile covers, clipped to the image: (dest slice, source slice).
+    rows = [_clip(y0, plan.y, s) for y0 in plan.y.starts]
+    cols = [_clip(x0, plan.x, s) for x0 in plan.x.starts]
+    for i in range(len(rows)):
+        wsum_y[rows[i][0]] += wy[i][rows[i][1]]
+    for j in range(len(cols)):
+        wsum_x[cols[j][0]] += wx[j][cols[j][1]]
+    nonfinite: list[NonFiniteTile] = []
+
+    grid = [(i, j) for i in range(len(plan.y.starts)) for j in range(len(plan.x.starts))]
+    for first in range(0, len(grid), batch):
+        members = grid[first : first + batch]
+        chunks = []
+        for i, j in members:
+            ry = reflect_indices(plan.y.starts[i] - plan.y.margin, th, plan.y.length)
+            rx = reflect_indices(plan.x.starts[j] - plan.x.margin, tw, plan.x.length)
+            chunks.append(prepare(image[ry[:, None], rx[None, :]]))
+        while pad_batch and len(chunks) < batch:
+            chunks.append(chunks[-1])
+        tiles = np.stack(chunks)
+        out = infer(tiles)
+        if out.ndim != 4 or out.shape[0] != tiles.shape[0] or out.shape[2:] != (th * s, tw * s):
+            raise TileSizeError(
+                f"the model returned shape {out.shape} for a batch of {tiles.shape}; expected "
+                f"({tiles.shape[0]}, C, {th * s}, {tw * s}) for scale {s}: the manifest's scale "
+                "or tile does not match the artifact"
+            )
+        if acc is None:
+            acc = np.zeros((out.shape[1], out_h, out_w), dtype=np.float32)
+        for k, (i, j) in enumerate(members):
+            tile_out = out[k]
+            bad = ~np.isfinite(tile_out)
+            if bad.any():
+                nonfinite.append(
+                    NonFiniteTile(
+                        plan.y.starts[i] - plan.y.margin,
+                        plan.x.starts[j] - plan.x.margin,
+                        th,
+                        tw,
+                        int(bad.sum()),
+                    )
+                )
+                tile_out = np.where(bad, 0.0, tile_out).astype(np.float32)
+            (dy, sy), (dx, sx) = rows[i], cols[j]
+            weight = wy[i][sy][:, None] * wx[j][sx][None, :]
+            acc[:, dy, dx] += tile_out[:, sy, sx] * weight
+        if on_batch is not None:
+            on_batch(len(members))
+    assert acc is not None
+    acc /= wsum_y.astype(np.float32)[None, :, None]
+    acc /= wsum_x.astype(np.float32)[None, None, :]
+    return TiledResult(acc, nonfinite)
+
+
+def _clip(start: int, axis: AxisPlan, scale: int) -> tuple[slice, slice]:
+    """Where a tile starting at canvas ``start`` lands in the output, clipped to the image:
+    (slice of the output, slice of the tile), in output pixels."""
+    lo = (start - axis.margin) * scale
+    hi = lo + axis.tile * scale
+    top = axis.length * scale
+    d0, d1 = max(lo, 0), min(hi, top)
+    if d1 <= d0:
+        return slice(0, 0), slice(0, 0)
+    return slice(d0, d1), slice(d0 - lo, d1 - lo)
