@@ -14,7 +14,9 @@ def parse_tile(text: str) -> tuple[int, int]:
     try:
         parts = [int(p) for p in text.lower().split("x")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"tile must look like 256 or 256x320, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"tile must look like 256 or 256x320, got {text!r}"
+        ) from None
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) < 1:
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         from restorekit.runtime.restore import Restorer, TileOptions
 
         options = OrtOptions(provider=args.provider, threads=args.threads)
-        backend, manifest = backend_from_artifact(args.artifact, args.backend, options)
+        backend, manifest = backend_from_artifact(
+            args.artifact, args.backend, options, batch=args.batch
+        )
         tiles = TileOptions(tile=args.tile, overlap=args.overlap, batch=args.batch)
         with backend:
             restorer = Restorer(backend, manifest, tiles)

@@ -30,6 +30,7 @@ def backend_from_artifact(
     artifact: str | Path,
     backend: str | None = None,
     ort_options: OrtOptions | None = None,
+    batch: int | None = None,
 ) -> tuple[Backend, Manifest]:
     """An unopened backend for ``artifact`` and its manifest.
 
@@ -37,6 +38,7 @@ def backend_from_artifact(
         artifact: an ``.onnx`` or ``.engine`` file with its sidecar manifest.
         backend: ``ort`` or ``trt``; ``None`` chooses by suffix.
         ort_options: provider/session options for the ONNX Runtime backend.
+        batch: tiles per call, so a dynamic-batch engine sizes its buffers for it.
 
     Raises:
         InputError: the artifact is missing or the backend does not fit it.
@@ -62,4 +64,4 @@ def backend_from_artifact(
         )
     from restorekit.runtime.trt_backend import TrtBackend
 
-    return TrtBackend(artifact, manifest), manifest
+    return TrtBackend(artifact, manifest, batch=batch), manifest

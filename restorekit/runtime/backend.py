@@ -10,6 +10,7 @@ ever talks to this interface.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -107,6 +108,24 @@ class Backend(abc.ABC):
             BackendStateError: the backend is not open (use it in a ``with`` block).
             InputError: the batch's shape or dtype does not fit the session or engine.
         """
+        out = self._infer(self._validate(batch))
+        return out.astype(np.float32, copy=False)
+
+    def infer_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Outputs of ``batches`` in order, each float32.
+
+        Backends that can overlap work (TensorRT: copying and computing one batch while the host
+        prepares the next) pull the next batch before returning the current output, so the
+        caller must not reuse a batch array after handing it over.
+
+        Raises:
+            BackendStateError: the backend is not open.
+            InputError: a batch does not fit the session or engine.
+        """
+        for out in self._infer_many(self._validate(b) for b in batches):
+            yield out.astype(np.float32, copy=False)
+
+    def _validate(self, batch: np.ndarray) -> np.ndarray:
         if not self._open:
             raise BackendStateError(
                 f"{self.name} backend used outside its `with` block; open it first"
@@ -122,8 +141,7 @@ class Backend(abc.ABC):
         reason = spec.accepts(batch.shape)
         if reason is not None:
             raise InputError(f"input '{spec.name}': {reason}")
-        out = self._infer(np.ascontiguousarray(batch))
-        return out.astype(np.float32, copy=False)
+        return np.ascontiguousarray(batch)
 
     # -- implementation --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -137,3 +155,8 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """Run a validated, contiguous batch."""
+
+    def _infer_many(self, batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """Run validated batches in order; the default runs them one by one."""
+        for batch in batches:
+            yield self._infer(batch)

@@ -156,13 +156,14 @@ class Restorer:
         hwc = image[:, :, None] if image.ndim == 2 else image
         m = self.manifest
         plan = self.plan(hwc.shape[:2])
+        dtype = self.backend.input_spec.dtype  # the engine's, e.g. float16 I/O
         result = run_tiled(
             hwc,
             plan,
-            self.backend.infer,
+            infer_many=self.backend.infer_many,
             batch=self.batch,
             pad_batch=self.pad_batch,
-            prepare=lambda tile: to_model_input(tile, m.input),
+            prepare=lambda tile: to_model_input(tile, m.input).astype(dtype, copy=False),
             on_batch=on_tiles,
         )
         unit = to_unit_output(result.output, m.output)  # (H, W, C) in [0, 1]

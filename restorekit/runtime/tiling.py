@@ -22,7 +22,8 @@ The weights are separable and the grid regular, so the sum of weights is the out
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,8 +196,9 @@ def _default_prepare(tile: np.ndarray) -> np.ndarray:
 def run_tiled(
     image: np.ndarray,
     plan: TilePlan,
-    infer: Callable[[np.ndarray], np.ndarray],
+    infer: Callable[[np.ndarray], np.ndarray] | None = None,
     *,
+    infer_many: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]] | None = None,
     batch: int = 1,
     pad_batch: bool = True,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -208,6 +210,8 @@ def run_tiled(
         image: (H, W, C) array (any dtype ``prepare`` understands).
         plan: from :func:`plan_tiles` for this image's (H, W).
         infer: maps a (N, C, th, tw) float32 batch to (N, C', th*s, tw*s).
+        infer_many: instead of ``infer``, maps an iterable of batches to their outputs in order
+            (:meth:`Backend.infer_many`, which lets TensorRT overlap copies and compute).
         batch: tiles per call.
         pad_batch: fill a short last batch up to ``batch`` by repeating its last tile (static-batch
             engines); otherwise the last call is shorter.
@@ -241,21 +245,33 @@ def run_tiled(
     nonfinite: list[NonFiniteTile] = []
 
     grid = [(i, j) for i in range(len(plan.y.starts)) for j in range(len(plan.x.starts))]
-    for first in range(0, len(grid), batch):
-        members = grid[first : first + batch]
-        chunks = []
-        for i, j in members:
-            ry = reflect_indices(plan.y.starts[i] - plan.y.margin, th, plan.y.length)
-            rx = reflect_indices(plan.x.starts[j] - plan.x.margin, tw, plan.x.length)
-            chunks.append(prepare(image[ry[:, None], rx[None, :]]))
-        while pad_batch and len(chunks) < batch:
-            chunks.append(chunks[-1])
-        tiles = np.stack(chunks)
-        out = infer(tiles)
-        if out.ndim != 4 or out.shape[0] != tiles.shape[0] or out.shape[2:] != (th * s, tw * s):
+    pending: deque[list[tuple[int, int]]] = deque()
+
+    def batches() -> Iterator[np.ndarray]:
+        # Lazily, one batch at a time: memory holds the batches in flight, never all tiles.
+        for first in range(0, len(grid), batch):
+            members = grid[first : first + batch]
+            chunks = []
+            for i, j in members:
+                ry = reflect_indices(plan.y.starts[i] - plan.y.margin, th, plan.y.length)
+                rx = reflect_indices(plan.x.starts[j] - plan.x.margin, tw, plan.x.length)
+                chunks.append(prepare(image[ry[:, None], rx[None, :]]))
+            while pad_batch and len(chunks) < batch:
+                chunks.append(chunks[-1])
+            pending.append(members)
+            yield np.stack(chunks)
+
+    if infer_many is None:
+        if infer is None:
+            raise TypeError("run_tiled needs infer or infer_many")
+        infer_many = lambda stream: (infer(b) for b in stream)  # noqa: E731
+    for out in infer_many(batches()):
+        members = pending.popleft()
+        n = batch if pad_batch else len(members)
+        if out.ndim != 4 or out.shape[0] != n or out.shape[2:] != (th * s, tw * s):
             raise TileSizeError(
-                f"the model returned shape {out.shape} for a batch of {tiles.shape}; expected "
-                f"({tiles.shape[0]}, C, {th * s}, {tw * s}) for scale {s}: the manifest's scale "
+                f"the model returned shape {out.shape} for a batch of {n} {th}x{tw} tiles; "
+                f"expected ({n}, C, {th * s}, {tw * s}) for scale {s}: the manifest's scale "
                 "or tile does not match the artifact"
             )
         if acc is None:

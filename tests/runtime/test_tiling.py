@@ -177,7 +177,9 @@ def test_reflect_indices_match_numpy_pad():
 
 def test_plan_axis_and_weights():
     plan = plan_axis(100, 32, 16)
-    assert plan.margin == 8 and all(b - a == 16 for a, b in zip(plan.starts, plan.starts[1:]))
+    assert plan.margin == 8 and all(
+        b - a == 16 for a, b in zip(plan.starts[:-1], plan.starts[1:], strict=True)
+    )
     assert plan.canvas >= 100 + 16 and plan.starts[-1] - plan.margin < 100
     total = np.zeros(plan.canvas)
     for i, s in enumerate(plan.starts):
