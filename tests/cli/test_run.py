@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-import tinynet  # noqa: E402
-
-from restorekit.cli.run import main  # noqa: E402
-from restorekit.runtime.imageio import read_image, write_image  # noqa: E402
+from restorekit.cli.run import main
+from restorekit.runtime.imageio import read_image, write_image
+from tests.runtime import tinynet
 
 pytest.importorskip("torch")
 

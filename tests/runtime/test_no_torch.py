@@ -9,7 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import tinynet
+
+from tests.runtime import tinynet
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tinynet
 
 from restorekit.errors import InputError, TileSizeError
 from restorekit.runtime.ort_backend import OrtBackend, OrtOptions
@@ -20,6 +19,7 @@ from restorekit.runtime.tiling import (
     reflect_indices,
     run_tiled,
 )
+from tests.runtime import tinynet
 
 pytest.importorskip("torch")
 

@@ -4,9 +4,7 @@ The real device path is marked gpu/trt."""
 
 from __future__ import annotations
 
-import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +28,7 @@ from restorekit.runtime.engine_check import (
 )
 from restorekit.runtime.restore import Restorer
 from restorekit.runtime.trt_backend import TrtBackend
+from tests.runtime import tinynet
 
 
 def manifest(tile=(16, 16), batch=None, trt="10.3.0", cc="8.7", scale=2, **engine) -> Manifest:
@@ -433,9 +432,7 @@ def test_real_cuda_library_here_reports_no_device():
 @pytest.mark.trt
 def test_real_engine_matches_onnxruntime(tmp_path):
     """Build a tiny engine on the GPU and compare it with ONNX Runtime on the same ONNX."""
-    sys.path.insert(0, str(Path(__file__).parent))
     import tensorrt as trt
-    import tinynet
 
     from restorekit.runtime.ort_backend import OrtBackend
 
