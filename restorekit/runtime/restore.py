@@ -18,7 +18,7 @@ from restorekit.runtime.pixels import (
     to_model_input,
     to_unit_output,
 )
-from restorekit.runtime.tiling import NonFiniteTile, TilePlan, plan_tiles, run_tiled
+from restorekit.runtime.tiling import NonFiniteTile, TiledResult, TilePlan, plan_tiles, run_tiled
 
 
 @dataclass(frozen=True)
@@ -140,37 +140,64 @@ class Restorer:
             )
         return plan_tiles(shape, tuple(tile), overlap, scale=m.scale, blend=m.blend)
 
-    def restore(self, image: np.ndarray, on_tiles: Callable[[int], None] | None = None) -> Restored:
-        """Restore an RGB (H, W, 3) or gray (H, W) ``uint8``/``uint16`` image.
+    def infer_image(
+        self,
+        image: np.ndarray,
+        on_tiles: Callable[[int], None] | None = None,
+        *,
+        keep_nonfinite: bool = False,
+    ) -> TiledResult:
+        """The blended model output for an image, in the model's own units: (C, H*s, W*s) float32,
+        not clamped, before any colour recombination (what ``restore-check`` compares).
+        Non-finite tile outputs are reported and zeroed, or with ``keep_nonfinite`` left in.
 
         Raises:
             InputError: unsupported image shape or dtype.
             TileSizeError: the model's output shape does not fit the manifest.
         """
-        if image.dtype not in (np.uint8, np.uint16):
-            raise InputError(f"unsupported image dtype {image.dtype}; use 8- or 16-bit images")
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[:, :, 0]
-        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-            raise InputError(f"expected an RGB or gray image, got shape {image.shape}")
+        image = _check_image(image)
         hwc = image[:, :, None] if image.ndim == 2 else image
-        m = self.manifest
-        plan = self.plan(hwc.shape[:2])
         dtype = self.backend.input_spec.dtype  # the engine's, e.g. float16 I/O
-        result = run_tiled(
+        spec = self.manifest.input
+        return run_tiled(
             hwc,
-            plan,
+            self.plan(hwc.shape[:2]),
             infer_many=self.backend.infer_many,
             batch=self.batch,
             pad_batch=self.pad_batch,
-            prepare=lambda tile: to_model_input(tile, m.input).astype(dtype, copy=False),
+            prepare=lambda tile: to_model_input(tile, spec).astype(dtype, copy=False),
             on_batch=on_tiles,
+            keep_nonfinite=keep_nonfinite,
         )
-        unit = to_unit_output(result.output, m.output)  # (H, W, C) in [0, 1]
+
+    def restore(self, image: np.ndarray, on_tiles: Callable[[int], None] | None = None) -> Restored:
+        """Restore an RGB (H, W, 3) or gray (H, W) ``uint8``/``uint16`` image.
+
+        Output values are clamped to the image range; a gray model on a colour image restores the
+        luma and keeps the input's chroma; a colour model on a gray image returns gray.
+
+        Raises:
+            InputError: unsupported image shape or dtype.
+            TileSizeError: the model's output shape does not fit the manifest.
+        """
+        image = _check_image(image)
+        result = self.infer_image(image, on_tiles)
+        unit = to_unit_output(result.output, self.manifest.output)  # (H, W, C) in [0, 1]
         colour_in = image.ndim == 3
         if unit.shape[2] == 1 and colour_in:
             _, crcb = luma_chroma(image)
             unit = recombine_luma(unit[:, :, 0], crcb)
         elif unit.shape[2] == 3 and not colour_in:
             unit = (unit @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
-        return Restored(quantize(unit, image.dtype), result.nonfinite, plan.count)
+        tiles = self.plan(image.shape[:2]).count
+        return Restored(quantize(unit, image.dtype), result.nonfinite, tiles)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"unsupported image dtype {image.dtype}; use 8- or 16-bit images")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise InputError(f"expected an RGB or gray image, got shape {image.shape}")
+    return image

@@ -203,6 +203,7 @@ def run_tiled(
     pad_batch: bool = True,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    keep_nonfinite: bool = False,
 ) -> TiledResult:
     """Run ``infer`` over the tiles of ``image`` and blend the outputs.
 
@@ -218,6 +219,8 @@ def run_tiled(
         prepare: maps a (th, tw, C) tile to the model's (C, th, tw) float32 input;
             default is a plain transpose.
         on_batch: called with the number of real tiles after each batch (progress bars).
+        keep_nonfinite: leave NaN/Inf of a tile in the blend (accuracy checks count them);
+            by default they are replaced by 0 after being recorded in ``nonfinite``.
 
     Raises:
         TileSizeError: the image does not match the plan, or the model returned the wrong shape.
@@ -289,7 +292,8 @@ def run_tiled(
                         int(bad.sum()),
                     )
                 )
-                tile_out = np.where(bad, 0.0, tile_out).astype(np.float32)
+                if not keep_nonfinite:
+                    tile_out = np.where(bad, 0.0, tile_out).astype(np.float32)
             (dy, sy), (dx, sx) = rows[i], cols[j]
             weight = wy[i][sy][:, None] * wx[j][sx][None, :]
             acc[:, dy, dx] += tile_out[:, sy, sx] * weight
@@ -311,3 +315,32 @@ def _clip(start: int, axis: AxisPlan, scale: int) -> tuple[slice, slice]:
     if d1 <= d0:
         return slice(0, 0), slice(0, 0)
     return slice(d0, d1), slice(d0 - lo, d1 - lo)
+
+
+def seam_positions(plan: TilePlan) -> tuple[list[int], list[int]]:
+    """Output rows and columns where neighbouring tiles meet: the middle of each overlap, in the
+    image's output pixels, keeping only those inside the image."""
+
+    def axis(a: AxisPlan) -> list[int]:
+        seams = []
+        for prev, nxt in zip(a.starts[:-1], a.starts[1:], strict=True):
+            mid2 = nxt + prev + a.tile  # twice the overlap middle (start of next + end of prev)
+            pos = (mid2 * plan.scale) // 2 - a.margin * plan.scale
+            if 0 <= pos < a.length * plan.scale:
+                seams.append(pos)
+        return seams
+
+    return axis(plan.y), axis(plan.x)
+
+
+def seam_mask(plan: TilePlan, band: int) -> np.ndarray:
+    """(H*s, W*s) boolean mask of output pixels within ``band`` pixels of a tile seam."""
+    out_h, out_w = plan.output_shape
+    rows, cols = seam_positions(plan)
+    near_y = np.zeros(out_h, dtype=bool)
+    near_x = np.zeros(out_w, dtype=bool)
+    for r in rows:
+        near_y[max(r - band, 0) : r + band] = True
+    for c in cols:
+        near_x[max(c - band, 0) : c + band] = True
+    return near_y[:, None] | near_x[None, :]
