@@ -7,9 +7,12 @@ the end lists every failure. Progress is shown with tqdm over tiles (images) or 
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from restorekit.errors import InputError, RestoreKitError
@@ -87,31 +90,70 @@ def run_job(
     single = len(sources) == 1
     started = time.perf_counter()
     files = tqdm(sources, desc="files", unit="file", disable=not progress or single)
-    for source in files:
-        try:
-            if source.kind == "image":
-                _run_image(restorer, source, output, single, summary, progress)
-            else:
-                _run_stream(restorer, source, output, single, summary, progress, max_frames)
-        except InputError as exc:
-            if source.kind == "camera":
-                raise
-            summary.failures.append((source.location, str(exc)))
-        except RestoreKitError as exc:
-            summary.failures.append((source.location, str(exc)))
+    # Decoding the next image and encoding the previous result run in threads (OpenCV releases
+    # the GIL) while the backend computes; at most one read and one write are pending, so memory
+    # stays bounded.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="restorekit-io") as io:
+        reads: dict[int, Future] = {}
+        writes: deque[tuple[Source, Path, float, Future]] = deque()
+
+        def prefetch(k: int) -> None:
+            if k < len(sources) and sources[k].kind == "image" and k not in reads:
+                reads[k] = io.submit(read_image, sources[k].path)
+
+        prefetch(0)
+        for k, source in enumerate(files):
+            try:
+                if source.kind == "image":
+                    prefetch(k)
+                    pending_read = reads.pop(k)
+                    prefetch(k + 1)  # even when this read fails
+                    image = pending_read.result()
+                    done = _run_image(restorer, source, image, output, single, summary, progress)
+                    _drain(writes, summary)  # the previous write, before queueing another
+                    if done is not None:
+                        target, restored, mp = done
+                        writes.append(
+                            (source, target, mp, io.submit(write_image, target, restored))
+                        )
+                else:
+                    prefetch(k + 1)
+                    _run_stream(restorer, source, output, single, summary, progress, max_frames)
+            except InputError as exc:
+                if source.kind == "camera":
+                    _drain(writes, summary)
+                    raise
+                summary.failures.append((source.location, str(exc)))
+            except RestoreKitError as exc:
+                summary.failures.append((source.location, str(exc)))
+        _drain(writes, summary)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _drain(writes: deque[tuple[Source, Path, float, Future]], summary: JobSummary) -> None:
+    while writes:
+        source, target, mp, future = writes.popleft()
+        try:
+            future.result()
+        except RestoreKitError as exc:
+            summary.failures.append((source.location, str(exc)))
+            continue
+        summary.written.append(target)
+        summary.images += 1
+        summary.megapixels += mp
 
 
 def _run_image(
     restorer: Restorer,
     source: Source,
+    image: np.ndarray,
     output: Path,
     single: bool,
     summary: JobSummary,
     progress: bool,
-) -> None:
-    image = read_image(source.path)
+) -> tuple[Path, np.ndarray, float] | None:
+    """Restore one image; returns (target, result, megapixels) for the caller to write."""
     h, w = image.shape[:2]
     plan = restorer.plan((h, w))
     with tqdm(
@@ -124,12 +166,8 @@ def _run_image(
         summary.failures.append(
             (source.location, f"output not written: NaN/Inf in the model output: {detail}{more}")
         )
-        return
-    target = output_path(source.path, output, single=single)
-    write_image(target, result.image)
-    summary.written.append(target)
-    summary.images += 1
-    summary.megapixels += h * w / 1e6
+        return None
+    return output_path(source.path, output, single=single), result.image, h * w / 1e6
 
 
 def _run_stream(

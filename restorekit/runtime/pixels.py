@@ -33,6 +33,13 @@ def to_model_input(image: np.ndarray, spec: TensorSpec) -> np.ndarray:
     Raises:
         InputError: unsupported dtype or channel count.
     """
+    if image.ndim == 3 and image.shape[2] == spec.channels and spec.color_order != "BGR":
+        # Fast path (the common case): one pass from HWC integers to CHW float32 model units.
+        top = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
+        if top is not None:
+            chw = np.empty((image.shape[2], *image.shape[:2]), dtype=np.float32)
+            np.multiply(image.transpose(2, 0, 1), np.float32(spec.value_range / top), out=chw)
+            return chw
     x = unit_float(image)
     if x.ndim == 2:
         x = x[:, :, None]
@@ -84,3 +91,18 @@ def recombine_luma(y: np.ndarray, crcb: np.ndarray) -> np.ndarray:
         crcb = cv2.resize(crcb, (w, h), interpolation=cv2.INTER_CUBIC)
     ycrcb = np.concatenate([y[:, :, None], crcb], axis=2).astype(np.float32)
     return np.clip(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB), 0.0, 1.0)
+
+
+def output_to_image(chw: np.ndarray, spec: TensorSpec, dtype: np.dtype) -> np.ndarray:
+    """A model's (C, H, W) float32 output -> (H, W, C) ``dtype`` image, clamped and rounded.
+
+    Same result as ``quantize(to_unit_output(chw, spec), dtype)`` with fewer passes over the
+    image; ``chw`` is modified in place (the tiler's accumulator, no longer needed).
+    """
+    top = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
+    np.clip(chw, 0.0, spec.value_range, out=chw)
+    chw *= np.float32(top / spec.value_range)
+    np.rint(chw, out=chw)
+    if spec.channels == 3 and spec.color_order == "BGR":
+        chw = chw[::-1]
+    return chw.transpose(1, 2, 0).astype(dtype)

@@ -13,6 +13,7 @@ from restorekit.manifest import Manifest
 from restorekit.runtime.backend import Backend
 from restorekit.runtime.pixels import (
     luma_chroma,
+    output_to_image,
     quantize,
     recombine_luma,
     to_model_input,
@@ -182,14 +183,17 @@ class Restorer:
         """
         image = _check_image(image)
         result = self.infer_image(image, on_tiles)
-        unit = to_unit_output(result.output, self.manifest.output)  # (H, W, C) in [0, 1]
+        tiles = self.plan(image.shape[:2]).count
         colour_in = image.ndim == 3
+        if result.output.shape[0] == (3 if colour_in else 1):
+            out = output_to_image(result.output, self.manifest.output, image.dtype)
+            return Restored(out[:, :, 0] if not colour_in else out, result.nonfinite, tiles)
+        unit = to_unit_output(result.output, self.manifest.output)  # (H, W, C) in [0, 1]
         if unit.shape[2] == 1 and colour_in:
             _, crcb = luma_chroma(image)
             unit = recombine_luma(unit[:, :, 0], crcb)
         elif unit.shape[2] == 3 and not colour_in:
             unit = (unit @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
-        tiles = self.plan(image.shape[:2]).count
         return Restored(quantize(unit, image.dtype), result.nonfinite, tiles)
 
 

@@ -245,8 +245,14 @@ def run_tiled(
         wsum_y[rows[i][0]] += wy[i][rows[i][1]]
     for j in range(len(cols)):
         wsum_x[cols[j][0]] += wx[j][cols[j][1]]
+    ones_y = [bool(np.all(w == 1.0)) for w in wy]
+    ones_x = [bool(np.all(w == 1.0)) for w in wx]
     nonfinite: list[NonFiniteTile] = []
 
+    # Interior tiles are plain slices (no copy until prepare); only edge tiles gather through
+    # reflected indices.
+    gather_y = [_gather(y0 - plan.y.margin, th, plan.y.length) for y0 in plan.y.starts]
+    gather_x = [_gather(x0 - plan.x.margin, tw, plan.x.length) for x0 in plan.x.starts]
     grid = [(i, j) for i in range(len(plan.y.starts)) for j in range(len(plan.x.starts))]
     pending: deque[list[tuple[int, int]]] = deque()
 
@@ -256,9 +262,10 @@ def run_tiled(
             members = grid[first : first + batch]
             chunks = []
             for i, j in members:
-                ry = reflect_indices(plan.y.starts[i] - plan.y.margin, th, plan.y.length)
-                rx = reflect_indices(plan.x.starts[j] - plan.x.margin, tw, plan.x.length)
-                chunks.append(prepare(image[ry[:, None], rx[None, :]]))
+                gy, gx = gather_y[i], gather_x[j]
+                if not isinstance(gy, slice) and not isinstance(gx, slice):
+                    gy, gx = gy[:, None], gx[None, :]  # both reflected: an outer index
+                chunks.append(prepare(image[gy, gx]))
             while pad_batch and len(chunks) < batch:
                 chunks.append(chunks[-1])
             pending.append(members)
@@ -279,10 +286,12 @@ def run_tiled(
             )
         if acc is None:
             acc = np.zeros((out.shape[1], out_h, out_w), dtype=np.float32)
+        # One cheap reduction per batch; the per-tile search runs only when it fails.
+        batch_finite = bool(np.isfinite(out.sum()))
         for k, (i, j) in enumerate(members):
             tile_out = out[k]
-            bad = ~np.isfinite(tile_out)
-            if bad.any():
+            bad = None if batch_finite else ~np.isfinite(tile_out)
+            if bad is not None and bad.any():
                 nonfinite.append(
                     NonFiniteTile(
                         plan.y.starts[i] - plan.y.margin,
@@ -295,14 +304,26 @@ def run_tiled(
                 if not keep_nonfinite:
                     tile_out = np.where(bad, 0.0, tile_out).astype(np.float32)
             (dy, sy), (dx, sx) = rows[i], cols[j]
-            weight = wy[i][sy][:, None] * wx[j][sx][None, :]
-            acc[:, dy, dx] += tile_out[:, sy, sx] * weight
+            part = tile_out[:, sy, sx]
+            if not (ones_y[i] and ones_x[j]):
+                part = part * (wy[i][sy][:, None] * wx[j][sx][None, :])
+            acc[:, dy, dx] += part
         if on_batch is not None:
             on_batch(len(members))
     assert acc is not None
-    acc /= wsum_y.astype(np.float32)[None, :, None]
-    acc /= wsum_x.astype(np.float32)[None, None, :]
+    # Feathered ramps sum to one; only averaging (or rounding) leaves sums to divide by.
+    if np.abs(wsum_y - 1.0).max() > 1e-6:
+        acc /= wsum_y.astype(np.float32)[None, :, None]
+    if np.abs(wsum_x - 1.0).max() > 1e-6:
+        acc /= wsum_x.astype(np.float32)[None, None, :]
     return TiledResult(acc, nonfinite)
+
+
+def _gather(start: int, count: int, length: int) -> slice | np.ndarray:
+    """A slice when ``start .. start+count`` lies inside the axis, else reflected indices."""
+    if start >= 0 and start + count <= length:
+        return slice(start, start + count)
+    return reflect_indices(start, count, length)
 
 
 def _clip(start: int, axis: AxisPlan, scale: int) -> tuple[slice, slice]:

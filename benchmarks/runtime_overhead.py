@@ -1,0 +1,192 @@
+"""How much time and memory the runtime itself costs, outside the network (ONNX Runtime, CPU).
+
+1. Overhead: ``restore-run``'s work on one large image (read, tile gathering, pixel conversion,
+   blending, clamping, quantisation, atomic write) is timed against the time spent inside the
+   backend's inference calls. The figure is (total - inference) / total.
+2. Memory: peak RSS of a child process that restores an image, at two image sizes. The runtime
+   keeps the input, one tile batch and the output accumulator, so the growth between sizes should
+   be the image-proportional buffers (input uint8, float32 accumulator, output) and nothing that
+   scales with the number of tiles.
+
+The network is a small residual conv net exported here with PyTorch (``--width``/``--depth`` set
+its cost; the default is in the range of light restoration nets). Run:
+
+    PYTHONPATH=$PWD python benchmarks/runtime_overhead.py --mp 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def export_net(folder: Path, width: int, depth: int, tile: int, batch: int) -> Path:
+    """A residual conv net (``depth`` 3x3 convs of ``width`` channels) as a static-tile ONNX."""
+    import torch
+    from torch import nn
+
+    from restorekit.manifest import BatchRange, Manifest, PrecisionPlan, TensorSpec, write_manifest
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
+            for _ in range(depth - 2):
+                layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+            layers.append(nn.Conv2d(width, 3, 3, padding=1))
+            self.body = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + 0.1 * self.body(x)
+
+    torch.manual_seed(0)
+    path = folder / "bench.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Net().eval(), (torch.rand(batch, 3, tile, tile),), str(path),
+            input_names=["input"], output_names=["output"], opset_version=17, dynamo=False,
+        )  # fmt: skip
+    manifest = Manifest(
+        model="bench.conv", task="benchmark", input=TensorSpec("input", 3),
+        output=TensorSpec("output", 3), scale=1, multiple_of=1, tile=(tile, tile),
+        batch=BatchRange(batch, batch, batch), overlap=32, blend="feather",
+        precision=PrecisionPlan(), opset=17, weights="random (seed 0)",
+    )  # fmt: skip
+    write_manifest(path, manifest)
+    return path
+
+
+def make_image(path: Path, height: int, width: int) -> None:
+    """A smooth photo-like test image (PNG), so encode/decode costs are realistic."""
+    from restorekit.runtime.imageio import write_image
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rng = np.random.default_rng(0)
+    base = np.stack([np.sin(xx / 97 + c) * np.cos(yy / 61 - c) for c in range(3)], axis=2)
+    noise = rng.normal(0, 0.05, size=(height, width, 3)).astype(np.float32)
+    image = np.clip((base * 0.4 + 0.5 + noise) * 255, 0, 255).astype(np.uint8)
+    write_image(path, image)
+
+
+def measure_overhead(onnx_path: Path, image_path: Path, out_path: Path, threads: int) -> dict:
+    from restorekit.runtime.artifact import backend_from_artifact
+    from restorekit.runtime.jobs import run_job
+    from restorekit.runtime.ort_backend import OrtOptions
+    from restorekit.runtime.restore import Restorer
+
+    backend, manifest = backend_from_artifact(onnx_path, "ort", OrtOptions(threads=threads))
+    infer_seconds = 0.0
+    with backend:
+        inner = backend._infer
+
+        def timed(batch):
+            nonlocal infer_seconds
+            t0 = time.perf_counter()
+            out = inner(batch)
+            infer_seconds += time.perf_counter() - t0
+            return out
+
+        backend._infer = timed  # time exactly the session.run calls
+        restorer = Restorer(backend, manifest)
+        restorer.restore(np.zeros((manifest.tile[0], manifest.tile[1], 3), np.uint8))  # warm-up
+        infer_seconds = 0.0
+        t0 = time.perf_counter()
+        summary = run_job(restorer, [str(image_path)], out_path, progress=False)
+        total = time.perf_counter() - t0
+    tiles = restorer.plan(restorer._plans and next(iter(restorer._plans)) or (1, 1)).count
+    return {
+        "megapixels": summary.megapixels,
+        "tiles": tiles,
+        "total_s": total,
+        "infer_s": infer_seconds,
+        "overhead_s": total - infer_seconds,
+        "overhead_fraction": (total - infer_seconds) / total,
+        "overhead_ms_per_mp": 1e3 * (total - infer_seconds) / summary.megapixels,
+    }
+
+
+def child_peak_rss(onnx_path: Path, image_path: Path, out_path: Path, threads: int) -> int:
+    """Peak RSS (bytes) of a fresh process that restores one image."""
+    code = (
+        "import sys, resource; sys.path.insert(0, %r)\n"
+        "from restorekit.cli.run import main\n"
+        "code = main([%r, %r, '-o', %r, '--quiet', '--threads', '%d'])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(code)\n"
+    ) % (str(ROOT), str(onnx_path), str(image_path), str(out_path), threads)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    return int(proc.stdout.strip().splitlines()[-1]) * 1024  # Linux reports KiB
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mp", type=float, default=3.0, help="megapixels of the timing image (2-8)")
+    p.add_argument("--width", type=int, default=32, help="conv channels")
+    p.add_argument("--depth", type=int, default=8, help="conv layers")
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--memory-sizes", default="2000x1500,4000x3000",
+                   help="two image sizes HxW for the peak-RSS comparison")
+    p.add_argument("--skip-memory", action="store_true")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        onnx_path = export_net(folder, args.width, args.depth, args.tile, args.batch)
+        h = int(round((args.mp * 1e6 * 3 / 4) ** 0.5))
+        w = int(round(h * 4 / 3))
+        image = folder / "photo.png"
+        make_image(image, h, w)
+        result = {"model": f"conv {args.depth}x{args.width}", "tile": args.tile,
+                  "batch": args.batch, "threads": args.threads, "image": f"{h}x{w}"}  # fmt: skip
+        result["overhead"] = measure_overhead(onnx_path, image, folder / "out.png", args.threads)
+        if not args.skip_memory:
+            rows = []
+            for size in args.memory_sizes.split(","):
+                mh, mw = (int(v) for v in size.split("x"))
+                big = folder / f"big{mh}x{mw}.png"
+                make_image(big, mh, mw)
+                peak = child_peak_rss(onnx_path, big, folder / f"out{mh}.png", args.threads)
+                # image-proportional buffers: uint8 input + float32 accumulator (3 channels) +
+                # float32 unit image + uint8 output, i.e. about 3 + 12 + 12 + 3 bytes per pixel
+                rows.append({"image": size, "megapixels": mh * mw / 1e6,
+                             "peak_rss_mb": peak / 1e6})  # fmt: skip
+            a, b = rows
+            growth = (b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["megapixels"] - a["megapixels"])
+            result["memory"] = {"runs": rows, "growth_mb_per_mp": growth}
+        print(json.dumps(result, indent=2))
+        ov = result["overhead"]
+        print(
+            f"overhead: {100 * ov['overhead_fraction']:.2f}% of {ov['total_s']:.2f} s "
+            f"({ov['overhead_ms_per_mp']:.0f} ms/MP outside inference, {ov['tiles']} tiles)"
+        )
+        if "memory" in result:
+            m = result["memory"]
+            print(
+                "peak RSS: "
+                + ", ".join(f"{r['image']}: {r['peak_rss_mb']:.0f} MB" for r in m["runs"])
+                + f"; growth {m['growth_mb_per_mp']:.1f} MB per MP"
+            )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    _ = resource  # used in the child code
+    main()
