@@ -70,6 +70,21 @@ def export_net(folder: Path, width: int, depth: int, tile: int, batch: int) -> P
     return path
 
 
+def export_mprnet_tiny(folder: Path, tile: int, batch: int) -> Path:
+    """The tiny MPRNet configuration through restorekit's exporter (random weights, seed 0)."""
+    from restorekit.export import ExportOptions, export_model
+    from restorekit.models import resolve
+
+    options = ExportOptions(
+        model="mprnet.deblur",
+        tile=(tile, tile),
+        batch=batch,
+        output_dir=folder,
+        build_overrides=resolve("mprnet").spec.tiny,
+    )
+    return export_model(options).onnx_path  # fmt: skip
+
+
 def make_image(path: Path, height: int, width: int) -> None:
     """A smooth photo-like test image (PNG), so encode/decode costs are realistic."""
     from restorekit.runtime.imageio import write_image
@@ -82,7 +97,7 @@ def make_image(path: Path, height: int, width: int) -> None:
     write_image(path, image)
 
 
-def measure_overhead(onnx_path: Path, image_path: Path, out_path: Path, threads: int) -> dict:
+def measure_overhead(onnx_path: Path, inputs: list[Path], out_path: Path, threads: int) -> dict:
     from restorekit.runtime.artifact import backend_from_artifact
     from restorekit.runtime.jobs import run_job
     from restorekit.runtime.ort_backend import OrtOptions
@@ -105,12 +120,13 @@ def measure_overhead(onnx_path: Path, image_path: Path, out_path: Path, threads:
         restorer.restore(np.zeros((manifest.tile[0], manifest.tile[1], 3), np.uint8))  # warm-up
         infer_seconds = 0.0
         t0 = time.perf_counter()
-        summary = run_job(restorer, [str(image_path)], out_path, progress=False)
+        summary = run_job(restorer, [str(p) for p in inputs], out_path, progress=False)
         total = time.perf_counter() - t0
-    tiles = restorer.plan(restorer._plans and next(iter(restorer._plans)) or (1, 1)).count
+    if summary.failures:
+        raise RuntimeError(summary.failures)
     return {
+        "images": summary.images,
         "megapixels": summary.megapixels,
-        "tiles": tiles,
         "total_s": total,
         "infer_s": infer_seconds,
         "overhead_s": total - infer_seconds,
@@ -121,13 +137,22 @@ def measure_overhead(onnx_path: Path, image_path: Path, out_path: Path, threads:
 
 def child_peak_rss(onnx_path: Path, image_path: Path, out_path: Path, threads: int) -> int:
     """Peak RSS (bytes) of a fresh process that restores one image."""
+    argv = [
+        str(onnx_path),
+        str(image_path),
+        "-o",
+        str(out_path),
+        "--quiet",
+        "--threads",
+        str(threads),
+    ]
     code = (
-        "import sys, resource; sys.path.insert(0, %r)\n"
+        f"import sys, resource; sys.path.insert(0, {str(ROOT)!r})\n"
         "from restorekit.cli.run import main\n"
-        "code = main([%r, %r, '-o', %r, '--quiet', '--threads', '%d'])\n"
+        f"code = main({argv!r})\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         "sys.exit(code)\n"
-    ) % (str(ROOT), str(onnx_path), str(image_path), str(out_path), threads)
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
@@ -137,26 +162,46 @@ def child_peak_rss(onnx_path: Path, image_path: Path, out_path: Path, threads: i
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mp", type=float, default=3.0, help="megapixels of the timing image (2-8)")
+    p.add_argument("--model", choices=("conv", "mprnet-tiny"), default="conv")
     p.add_argument("--width", type=int, default=32, help="conv channels")
     p.add_argument("--depth", type=int, default=8, help="conv layers")
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--memory-sizes", default="2000x1500,4000x3000",
-                   help="two image sizes HxW for the peak-RSS comparison")
+    p.add_argument(
+        "--memory-sizes",
+        default="2000x1500,4000x3000",
+        help="two image sizes HxW for the peak-RSS comparison",
+    )
+    p.add_argument(
+        "--folder", type=int, default=3, help="also time a folder job of this many copies (0: skip)"
+    )
     p.add_argument("--skip-memory", action="store_true")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        onnx_path = export_net(folder, args.width, args.depth, args.tile, args.batch)
+        if args.model == "mprnet-tiny":
+            onnx_path = export_mprnet_tiny(folder, args.tile, args.batch)
+        else:
+            onnx_path = export_net(folder, args.width, args.depth, args.tile, args.batch)
         h = int(round((args.mp * 1e6 * 3 / 4) ** 0.5))
         w = int(round(h * 4 / 3))
         image = folder / "photo.png"
         make_image(image, h, w)
-        result = {"model": f"conv {args.depth}x{args.width}", "tile": args.tile,
+        label = args.model if args.model != "conv" else f"conv {args.depth}x{args.width}"
+        result = {"model": label, "tile": args.tile,
                   "batch": args.batch, "threads": args.threads, "image": f"{h}x{w}"}  # fmt: skip
-        result["overhead"] = measure_overhead(onnx_path, image, folder / "out.png", args.threads)
+        result["single"] = measure_overhead(onnx_path, [image], folder / "out.png", args.threads)
+        if args.folder > 1:
+            # A folder job: decoding/encoding overlap with inference (read-ahead, write-behind).
+            copies = []
+            for k in range(args.folder):
+                copy = folder / "in" / f"photo{k}.png"
+                copy.parent.mkdir(exist_ok=True)
+                copy.write_bytes(image.read_bytes())
+                copies.append(copy)
+            result["folder"] = measure_overhead(onnx_path, copies, folder / "out", args.threads)
         if not args.skip_memory:
             rows = []
             for size in args.memory_sizes.split(","):
@@ -172,11 +217,14 @@ def main() -> None:
             growth = (b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["megapixels"] - a["megapixels"])
             result["memory"] = {"runs": rows, "growth_mb_per_mp": growth}
         print(json.dumps(result, indent=2))
-        ov = result["overhead"]
-        print(
-            f"overhead: {100 * ov['overhead_fraction']:.2f}% of {ov['total_s']:.2f} s "
-            f"({ov['overhead_ms_per_mp']:.0f} ms/MP outside inference, {ov['tiles']} tiles)"
-        )
+        for kind in ("single", "folder"):
+            if kind in result:
+                ov = result[kind]
+                print(
+                    f"{kind}: overhead {100 * ov['overhead_fraction']:.2f}% of "
+                    f"{ov['total_s']:.2f} s for {ov['images']} image(s) "
+                    f"({ov['overhead_ms_per_mp']:.0f} ms/MP outside inference)"
+                )
         if "memory" in result:
             m = result["memory"]
             print(

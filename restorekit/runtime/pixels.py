@@ -24,11 +24,15 @@ def unit_float(image: np.ndarray) -> np.ndarray:
     raise InputError(f"unsupported image dtype {image.dtype}; use 8- or 16-bit images")
 
 
-def to_model_input(image: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def to_model_input(
+    image: np.ndarray, spec: TensorSpec, out: np.ndarray | None = None
+) -> np.ndarray:
     """An RGB (H, W, 3) or gray (H, W) image -> a (C, H, W) float32 tensor for the model.
 
     Colour images feed one-channel models through their BT.601 luma; gray images feed
-    three-channel models replicated. BGR models get their channels reversed.
+    three-channel models replicated. BGR models get their channels reversed. With ``out`` (a
+    (C, H, W) array of any float dtype, e.g. a slot of a batch buffer) the result is written
+    there and returned.
 
     Raises:
         InputError: unsupported dtype or channel count.
@@ -37,9 +41,10 @@ def to_model_input(image: np.ndarray, spec: TensorSpec) -> np.ndarray:
         # Fast path (the common case): one pass from HWC integers to CHW float32 model units.
         top = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
         if top is not None:
-            chw = np.empty((image.shape[2], *image.shape[:2]), dtype=np.float32)
-            np.multiply(image.transpose(2, 0, 1), np.float32(spec.value_range / top), out=chw)
-            return chw
+            if out is None:
+                out = np.empty((image.shape[2], *image.shape[:2]), dtype=np.float32)
+            np.multiply(image.transpose(2, 0, 1), np.float32(spec.value_range / top), out=out)
+            return out
     x = unit_float(image)
     if x.ndim == 2:
         x = x[:, :, None]
@@ -54,6 +59,9 @@ def to_model_input(image: np.ndarray, spec: TensorSpec) -> np.ndarray:
     chw = np.ascontiguousarray(x.transpose(2, 0, 1))
     if spec.value_range != 1.0:
         chw *= np.float32(spec.value_range)
+    if out is not None:
+        out[...] = chw
+        return out
     return chw
 
 

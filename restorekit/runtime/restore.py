@@ -166,7 +166,9 @@ class Restorer:
             infer_many=self.backend.infer_many,
             batch=self.batch,
             pad_batch=self.pad_batch,
-            prepare=lambda tile: to_model_input(tile, spec).astype(dtype, copy=False),
+            prepare=lambda tile, out: to_model_input(tile, spec, out),
+            channels=spec.channels,
+            dtype=dtype,
             on_batch=on_tiles,
             keep_nonfinite=keep_nonfinite,
         )

@@ -189,8 +189,8 @@ class TiledResult:
     nonfinite: list[NonFiniteTile]
 
 
-def _default_prepare(tile: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32)
+def _default_prepare(tile: np.ndarray, out: np.ndarray) -> None:
+    out[...] = tile.transpose(2, 0, 1)
 
 
 def run_tiled(
@@ -201,7 +201,9 @@ def run_tiled(
     infer_many: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]] | None = None,
     batch: int = 1,
     pad_batch: bool = True,
-    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    prepare: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    channels: int | None = None,
+    dtype: np.dtype | type = np.float32,
     on_batch: Callable[[int], None] | None = None,
     keep_nonfinite: bool = False,
 ) -> TiledResult:
@@ -216,8 +218,10 @@ def run_tiled(
         batch: tiles per call.
         pad_batch: fill a short last batch up to ``batch`` by repeating its last tile (static-batch
             engines); otherwise the last call is shorter.
-        prepare: maps a (th, tw, C) tile to the model's (C, th, tw) float32 input;
-            default is a plain transpose.
+        prepare: writes a (th, tw, C) tile into the model's (C', th, tw) input slot ``out``
+            (a view into the batch, so no per-tile allocation); default is a plain transpose.
+        channels: C' (default: the image's channel count).
+        dtype: the model input's dtype (the engine's, e.g. float16).
         on_batch: called with the number of real tiles after each batch (progress bars).
         keep_nonfinite: leave NaN/Inf of a tile in the blend (accuracy checks count them);
             by default they are replaced by 0 after being recorded in ``nonfinite``.
@@ -256,20 +260,24 @@ def run_tiled(
     grid = [(i, j) for i in range(len(plan.y.starts)) for j in range(len(plan.x.starts))]
     pending: deque[list[tuple[int, int]]] = deque()
 
+    # Two batch buffers, used in turn: a backend may still hold one (TensorRT copies it while the
+    # next is filled). Memory holds these, never all tiles.
+    depth = channels or image.shape[2]
+    buffers = [np.empty((batch, depth, th, tw), dtype=dtype) for _ in range(2)]
+
     def batches() -> Iterator[np.ndarray]:
-        # Lazily, one batch at a time: memory holds the batches in flight, never all tiles.
-        for first in range(0, len(grid), batch):
+        for number, first in enumerate(range(0, len(grid), batch)):
             members = grid[first : first + batch]
-            chunks = []
-            for i, j in members:
+            buf = buffers[number % 2]
+            for k, (i, j) in enumerate(members):
                 gy, gx = gather_y[i], gather_x[j]
                 if not isinstance(gy, slice) and not isinstance(gx, slice):
                     gy, gx = gy[:, None], gx[None, :]  # both reflected: an outer index
-                chunks.append(prepare(image[gy, gx]))
-            while pad_batch and len(chunks) < batch:
-                chunks.append(chunks[-1])
+                prepare(image[gy, gx], buf[k])
+            if pad_batch:
+                buf[len(members) :] = buf[len(members) - 1]
             pending.append(members)
-            yield np.stack(chunks)
+            yield buf if pad_batch else buf[: len(members)]
 
     if infer_many is None:
         if infer is None:
