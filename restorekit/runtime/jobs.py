@@ -194,19 +194,31 @@ def _run_stream(
             AtomicVideoWriter(target, fps) as writer,
             tqdm(total=total, desc=str(source.location), unit="frame", disable=not progress) as bar,
         ):
-            for index, frame in enumerate(frames(cap, max_frames)):
-                t0 = time.perf_counter()
-                result = restorer.restore(frame)
-                latency = time.perf_counter() - t0
-                for tile in result.nonfinite:
-                    summary.warnings.append(
-                        (source.location, f"frame {index}: {tile.describe()} (written as 0)")
+            interval = None  # smoothed time between frames, capture included
+            last = time.perf_counter()
+            try:
+                for index, frame in enumerate(frames(cap, max_frames)):
+                    t0 = time.perf_counter()
+                    result = restorer.restore(frame)
+                    latency = time.perf_counter() - t0
+                    for tile in result.nonfinite:
+                        summary.warnings.append(
+                            (source.location, f"frame {index}: {tile.describe()} (written as 0)")
+                        )
+                    writer.write(result.image)
+                    summary.frames += 1
+                    summary.megapixels += frame.shape[0] * frame.shape[1] / 1e6
+                    now = time.perf_counter()
+                    step, last = now - last, now
+                    interval = step if interval is None else 0.9 * interval + 0.1 * step
+                    bar.update(1)
+                    bar.set_postfix(
+                        fps=f"{1.0 / max(interval, 1e-9):.1f}", latency_ms=f"{latency * 1e3:.0f}"
                     )
-                writer.write(result.image)
-                summary.frames += 1
-                summary.megapixels += frame.shape[0] * frame.shape[1] / 1e6
-                bar.update(1)
-                bar.set_postfix(fps=f"{1.0 / max(latency, 1e-9):.1f}", ms=f"{latency * 1e3:.0f}")
+            except KeyboardInterrupt:
+                if source.kind != "camera":
+                    raise
+                # Ctrl-C is how a live camera run ends: keep what was recorded.
             if writer.frames == 0:
                 raise InputError(f"{source.location}: no frames could be read")
             writer.commit()
