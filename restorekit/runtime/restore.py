@@ -132,6 +132,12 @@ class Restorer:
         if tile is None:
             # Dynamic graph and no tile asked for: one pass over the image padded to multiple_of.
             whole = (_round_up(shape[0], m.multiple_of), _round_up(shape[1], m.multiple_of))
+            if m.max_tile_area is not None and whole[0] * whole[1] > m.max_tile_area:
+                raise TileSizeError(
+                    f"a {shape[0]}x{shape[1]} image in one pass exceeds {m.model}'s safe tile area "
+                    f"of {m.max_tile_area} px (attention memory grows with the square of the "
+                    "area); pass --tile, e.g. --tile 256"
+                )
             return plan_tiles(shape, whole, 0, scale=m.scale, blend=m.blend, margin=0)
         overlap = min(self.overlap, min(tile) // 2) if m.blend == "feather" else self.overlap
         if self.options.overlap is not None and overlap != self.options.overlap:
