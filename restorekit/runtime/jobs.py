@@ -124,7 +124,7 @@ def run_job(
                     _drain(writes, summary)
                     raise
                 summary.failures.append((source.location, str(exc)))
-            except RestoreKitError as exc:
+            except (RestoreKitError, OSError) as exc:
                 summary.failures.append((source.location, str(exc)))
         _drain(writes, summary)
     summary.seconds = time.perf_counter() - started
@@ -136,7 +136,7 @@ def _drain(writes: deque[tuple[Source, Path, float, Future]], summary: JobSummar
         source, target, mp, future = writes.popleft()
         try:
             future.result()
-        except RestoreKitError as exc:
+        except (RestoreKitError, OSError) as exc:  # OSError: disk full, no permission
             summary.failures.append((source.location, str(exc)))
             continue
         summary.written.append(target)
