@@ -50,8 +50,29 @@ TF_BN_EPSILON = 1e-3
 TF_BN_MOMENTUM = 0.99
 
 
-def _batch_norm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=TF_BN_EPSILON, momentum=1.0 - TF_BN_MOMENTUM)
+class TFBatchNorm2d(nn.BatchNorm2d):
+    """Batch-norm with TF's epsilon and momentum; in eval mode written as ``x * scale + shift``.
+
+    The affine form computes the same values as ``BatchNormalization`` with the moving statistics.
+    It matters for export: the ONNX exporter folds a BatchNormalization that follows a Conv into
+    that Conv's weights, and since ``RB1_a`` is shared by every state but followed by a different
+    batch-norm in each, the graph would then carry ``T`` fused copies of the shared kernel. As
+    scale/shift the shared kernel stays one initializer; TensorRT still fuses the scale at build.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=TF_BN_EPSILON, momentum=1.0 - TF_BN_MOMENTUM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+
+def _batch_norm(channels: int) -> TFBatchNorm2d:
+    return TFBatchNorm2d(channels)
 
 
 class NonLocalBlock(nn.Module):
