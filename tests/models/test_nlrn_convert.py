@@ -288,3 +288,22 @@ def test_cli_converts_and_reports_user_errors_in_one_line(tmp_path):
     assert bad.stderr.startswith("error: TensorFlow checkpoint not found")
     other = _cli("mprnet", str(V0), "-o", str(tmp_path / "x.safetensors"))
     assert other.returncode == 2 and "restore-export mprnet --weights" in other.stderr
+
+
+def test_conversion_needs_neither_torch_nor_tensorflow(tmp_path):
+    out = tmp_path / "w.safetensors"
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['tensorflow'] = None\n"
+        "from restorekit.cli.convert import main\n"
+        f"sys.exit(main(['nlrn', {str(LATER)!r}, '-o', {str(out)!r}]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file()
