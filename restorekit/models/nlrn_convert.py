@@ -247,6 +247,25 @@ def fitting_variants(config: Mapping[str, int]) -> list[str]:
     ]
 
 
+def _release_hint(scope: str, corr_propagation: bool) -> str:
+    """A warning when the variable scope suggests the other release than the chosen variant's.
+
+    The original release's scripts build the model under ``model/``; the later estimator code
+    uses no scope. Only a hint: anyone can re-save a checkpoint under another scope.
+    """
+    if scope == "model/" and not corr_propagation:
+        return (
+            "the variables sit under 'model/' like the original release (NLRN_v0), whose models "
+            "use correlation propagation, but the chosen variant does not; check the variant"
+        )
+    if scope == "" and corr_propagation:
+        return (
+            "the variables sit at the top level like the later release (tf.estimator), whose "
+            "models have no correlation propagation, but the chosen variant uses it; check it"
+        )
+    return ""
+
+
 def convert_nlrn(
     checkpoint: str | Path, output: str | Path, model: str | None = None
 ) -> ConversionResult:
@@ -287,6 +306,10 @@ def convert_nlrn(
     output = Path(output)
     write_bytes_atomic(output, st.save(weights.state_dict, metadata=metadata))
     notes = []
+    if explicit and ref is not None:
+        note = _release_hint(weights.scope, bool(ref.variant.config.get("corr_propagation")))
+        if note:
+            notes.append(note)
     if not fits:
         notes.append(
             f"no registered NLRN variant has this configuration ({weights.config}); load it "

@@ -307,3 +307,12 @@ def test_conversion_needs_neither_torch_nor_tensorflow(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
+
+
+def test_scope_hints_at_the_release():
+    from restorekit.models.nlrn_convert import _release_hint
+
+    assert "original release" in _release_hint("model/", corr_propagation=False)
+    assert "later release" in _release_hint("", corr_propagation=True)
+    assert _release_hint("model/", corr_propagation=True) == ""
+    assert _release_hint("", corr_propagation=False) == ""
