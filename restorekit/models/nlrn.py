@@ -56,8 +56,10 @@ class TFBatchNorm2d(nn.BatchNorm2d):
     The affine form computes the same values as ``BatchNormalization`` with the moving statistics.
     It matters for export: the ONNX exporter folds a BatchNormalization that follows a Conv into
     that Conv's weights, and since ``RB1_a`` is shared by every state but followed by a different
-    batch-norm in each, the graph would then carry ``T`` fused copies of the shared kernel. As
-    scale/shift the shared kernel stays one initializer; TensorRT still fuses the scale at build.
+    batch-norm in each, the graph would then carry ``T`` fused copies of the shared kernel
+    (1.45 MB -> 7.9 MB for the full model). As scale/shift the traced graph keeps the shared kernel
+    as one initializer; onnxsim's ``fuse_mul_into_conv`` pass makes the same copies unless it is
+    skipped (tests/models/test_nlrn.py). TensorRT may still fuse the scale when it builds.
     """
 
     def __init__(self, channels: int) -> None:
