@@ -57,6 +57,24 @@ def test_parameter_counts_match_the_paper():
     assert by_hand == 330_625
 
 
+def test_registry_carries_each_release_conventions():
+    assert resolve("nlrn").name == "nlrn.dn_s25"
+    for sigma in (15, 25, 50):
+        v0 = resolve(f"nlrn.dn_s{sigma}")
+        assert v0.variant.default_tile == (45, 45) and v0.overlap == 45 - 7
+        assert v0.variant.value_range == 255.0 and v0.variant.config["num_steps"] == 12
+        assert v0.variant.config["corr_propagation"] and v0.variant.config["clip_max"] is None
+        later = resolve(f"nlrn.dn15_s{sigma}")
+        assert later.variant.default_tile == (43, 43) and later.overlap == 43 - 7
+        assert later.variant.value_range == 1.0 and later.variant.config["num_steps"] == 15
+        assert not later.variant.config["corr_propagation"]
+        assert later.variant.config["clip_max"] == 1.0
+    sr = resolve("nlrn.sr")
+    assert sr.variant.color_order == "Y" and sr.variant.scale == 1
+    assert "bicubic-upsampled" in sr.variant.task
+    assert sr.spec.blend == "average"
+
+
 def test_states_share_convolutions_but_not_batch_norms():
     model = resolve("nlrn").build(**TINY)
     _randomize_norms(model)
