@@ -86,7 +86,26 @@ def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
     converted = f16.convert_float_to_float16(
         copy, keep_io_types=True, node_block_list=list(keep), max_finite_val=FP16_MAX
     )
+    _drop_repeated_nodes(converted)
     return converted
+
+
+def _drop_repeated_nodes(model: onnx.ModelProto) -> None:
+    """Remove exact repeats of a node.
+
+    The converter inserts one Cast per consumer of a shared initializer that must stay FP32 (a
+    Resize ``scales`` constant used by several Resize nodes), all with the same name and output.
+    """
+    seen: set[bytes] = set()
+    kept = []
+    for node in model.graph.node:
+        key = node.SerializeToString()
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    if len(kept) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
 
 
 def plan_fp16(

@@ -306,12 +306,6 @@ def test_exported_graph_runs_any_batch_against_pytorch(exported):
     assert err.max() <= 1e-4 * 255, f"max {err.max():.3g}, p99 {np.quantile(err, 0.99):.3g}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="onnxsim's fuse_mul_into_conv folds each state's norm_b scale into the shared RB1_a "
-    "kernel, one copy per state; simplify_graph needs skipped_optimizers=['fuse_mul_into_conv'] "
-    "(measured: with it, each shared kernel is stored once)",
-)
 def test_exported_graph_stores_shared_weights_once(exported):
     graph = onnx.load(str(exported.onnx_path)).graph
     kernels = [i for i in graph.initializer if tuple(i.dims) == (8, 8, 3, 3)]
