@@ -21,6 +21,9 @@ from restorekit.files import write_text_atomic
 
 MANIFEST_VERSION = 1
 METADATA_KEY = "restorekit.manifest"
+# Every graph restorekit writes has one image input and one image output with these names.
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
 
 
 @dataclass(frozen=True)

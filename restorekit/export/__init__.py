@@ -1,13 +1,11 @@
-"""PyTorch -> verified ONNX: trace, simplify, check, verify, manifest (and, later, precision).
+"""PyTorch -> verified ONNX: trace, simplify, check, verify, precision, manifest; engine building.
 
-The names below are imported on first use (PEP 562), so the torch-free engine builder
-(``restorekit.export.engine``) can be imported on a device without PyTorch: importing a submodule
-runs this file first, and an eager import of the pipeline here would pull in torch.
+Names are imported lazily so that torch-free modules of this package (engine building, graph
+comparison) can be used on a device without PyTorch.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 _LAZY = {
@@ -17,14 +15,12 @@ _LAZY = {
     "onnx_from_model": "restorekit.export.trace",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        import importlib
+
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    raise AttributeError(f"module 'restorekit.export' has no attribute {name!r}")
