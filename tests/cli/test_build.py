@@ -93,3 +93,27 @@ def test_bad_arguments_are_usage_errors(argv):
     with pytest.raises(SystemExit) as info:
         build_cli.build_parser().parse_args(argv)
     assert info.value.code == 2
+
+
+def test_restore_export_engine_without_tensorrt_prints_the_build_command(
+    tmp_path, capsys, monkeypatch
+):
+    # Only the CLI wiring is under test: the export itself is replaced by one that writes a
+    # ready artifact (tests/cli/test_export_cli.py runs real exports).
+    import types
+
+    from restorekit.cli import export as export_cli
+    from restorekit.export import pipeline
+
+    def fake_export(options, on_stage=None):
+        onnx = write_onnx_artifact(tmp_path, make_manifest(tile=(256, 256), batch=options.batch))
+        return types.SimpleNamespace(onnx_path=onnx)
+
+    monkeypatch.setattr(pipeline, "export_model", fake_export)
+    monkeypatch.setattr(pipeline, "export_summary", lambda result: ["exported"])
+    monkeypatch.setattr(engine_trt, "tensorrt_available", lambda: False)
+    assert export_cli.main(["mprnet", "--batch", "2", "--engine", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "exported"
+    assert out[-1].strip() == "restore-build mprnet.deblur.fp16.256x256.onnx"
+    assert "TensorRT is not installed here" in out[1]
