@@ -583,6 +583,8 @@ def engine_from_onnx(
     finally:
         monitor.close()
     seconds = time.perf_counter() - start
+    if monitor.cancelled:
+        raise KeyboardInterrupt
     if outcome.parser_errors is not None:
         raise parse_failure(onnx_path, outcome.parser_errors)
     if outcome.engine is None:

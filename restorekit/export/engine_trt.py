@@ -98,7 +98,13 @@ def _make_monitor(trt: Any, progress: Any) -> Any:
             progress.phase_start(phase_name, parent_phase, num_steps)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            return bool(progress.step_complete(phase_name, step))
+            try:
+                return bool(progress.step_complete(phase_name, step))
+            except KeyboardInterrupt:
+                # TensorRT swallows exceptions raised in callbacks; Ctrl-C becomes a request to
+                # stop the build, which the caller turns back into KeyboardInterrupt.
+                progress.cancelled = True
+                return False
 
         def phase_finish(self, phase_name: str) -> None:
             progress.phase_finish(phase_name)

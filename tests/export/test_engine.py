@@ -542,6 +542,7 @@ NOT_TENSORRT = {
     "network_flags", "builder_flags", "onnx_path", "workspace_bytes", "hardware_compatibility",
     "profile", "input_name", "min", "opt", "max", "errors", "lines", "append", "util",
     "import_module", "find_spec", "phase_start", "step_complete", "phase_finish", "__init__",
+    "cancelled",
 }  # fmt: skip
 
 
@@ -617,3 +618,18 @@ def test_real_tensorrt_builds_and_deserializes_a_tiny_engine(tmp_path):
     engine = runtime.deserialize_cuda_engine(result.engine_path.read_bytes())
     assert engine is not None and engine.num_io_tensors == 2
     assert tuple(engine.get_tensor_profile_shape("input", 0)[2]) == (2, 3, 32, 32)
+
+
+def test_ctrl_c_during_the_build_stops_it_and_writes_nothing(tmp_path, monkeypatch):
+    # TensorRT would swallow an exception raised inside its callback; the monitor must turn
+    # Ctrl-C into "stop the build" (step_complete -> False) and the builder re-raise it.
+    def interrupted(self, phase_name, step):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BuildProgress, "step_complete", interrupted)
+    trt = make_fake_trt("10.3.0", build_errors=("build cancelled by the application",))
+    onnx = write_onnx_artifact(tmp_path, make_manifest())
+    with pytest.raises(KeyboardInterrupt):
+        engine_from_onnx(onnx, trt=trt, device=ORIN)
+    assert calls_of(trt, "step_complete->") == [(False,)] * 3
+    assert not list(tmp_path.glob("*.engine*"))
