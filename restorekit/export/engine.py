@@ -439,47 +439,51 @@ def plan_build(
 
 # --- failures -----------------------------------------------------------------------------------
 
-# What TensorRT says when a build runs out of memory; on a Jetson the first is the usual symptom
-# (every tactic needs more workspace than it may take, so none is left).
-_OOM_PATTERNS = (
-    re.compile(r"could not find any implementation for node", re.I),
+# "No implementation" is how TensorRT reports that no tactic for a layer fit in the memory it may
+# use: too small a workspace limit, or (typical on a Jetson) too little free memory at all.
+_NO_TACTIC = re.compile(r"could not find any implementation for node", re.I)
+# An allocation that failed outright: the limit asked for more than the device has free.
+_ALLOCATION_FAILED = (
     re.compile(r"out of memory", re.I),
-    re.compile(r"requested amount of gpu memory .* could not be allocated", re.I),
     re.compile(r"\boutofmemory\b", re.I),
+    re.compile(r"requested amount of gpu memory .* could not be allocated", re.I),
     re.compile(r"insufficient (device |gpu )?memory", re.I),
 )
 
 
 def is_out_of_memory(messages: Iterable[str]) -> bool:
     """Whether TensorRT's error messages describe a build that ran out of memory."""
-    return any(p.search(m) for m in messages for p in _OOM_PATTERNS)
+    return any(p.search(m) for m in messages for p in (_NO_TACTIC, *_ALLOCATION_FAILED))
 
 
 def build_failure(plan: BuildPlan, errors: Sequence[str], device: DeviceFacts) -> EngineBuildError:
     """The error to raise when ``build_serialized_network`` returned nothing."""
     detail = "\n  ".join(errors[-8:]) if errors else "(TensorRT logged no error)"
-    if is_out_of_memory(errors):
-        gib = plan.workspace_bytes / GIB
-        smaller_tile = max(plan.profile.max[2] // 2, 1), max(plan.profile.max[3] // 2, 1)
-        advice = [
-            f"try a different workspace limit (--workspace {gib / 2:g} leaves the tactics more "
-            f"free memory; --workspace {gib * 2:g} lets each tactic use more)",
-            f"and/or a smaller profile: --batch {max(plan.profile.max[0] // 2, 1)} or a smaller "
-            f"tile (restore-export ... --tile {smaller_tile[0]}x{smaller_tile[1]})",
-        ]
-        if device.jetson:
-            advice.append(
-                "on a Jetson the GPU shares system memory: close other programs (and the desktop) "
-                "and add swap before building"
-            )
-        return EngineBuildError(
-            f"building {plan.engine_path.name} ran out of memory (TensorRT reports this as "
-            f"'could not find any implementation'); workspace was {gib:g} GiB, profile max "
-            f"{_dims(plan.profile.max)}.\n"
-            + "\n".join(f"- {a}" for a in advice)
-            + f"\nTensorRT said:\n  {detail}"
+    if not is_out_of_memory(errors):
+        return EngineBuildError(f"TensorRT could not build {plan.engine_path.name}:\n  {detail}")
+    gib = plan.workspace_bytes / GIB
+    allocation_failed = any(p.search(m) for m in errors for p in _ALLOCATION_FAILED)
+    smaller = f"--workspace {gib / 2:g} (if the limit is more than the device has free)"
+    larger = f"--workspace {gib * 2:g} (if no tactic fits in {gib:g} GiB and the memory is there)"
+    first, second = (smaller, larger) if allocation_failed else (larger, smaller)
+    tile = max(plan.profile.max[2] // 2, 1), max(plan.profile.max[3] // 2, 1)
+    advice = [
+        f"try {first}; or {second}",
+        f"or build a smaller profile: --batch {max(plan.profile.max[0] // 2, 1)}, or a smaller "
+        f"tile (restore-export ... --tile {tile[0]}x{tile[1]}, then restore-build that ONNX)",
+    ]
+    if device.jetson:
+        advice.append(
+            "on a Jetson the GPU shares system memory with everything else: close other "
+            "programs (and the desktop session) before building"
         )
-    return EngineBuildError(f"TensorRT could not build {plan.engine_path.name}:\n  {detail}")
+    how = "" if allocation_failed else " (TensorRT says 'could not find any implementation')"
+    return EngineBuildError(
+        f"building {plan.engine_path.name} ran out of memory{how}; workspace limit {gib:g} GiB, "
+        f"profile max {_dims(plan.profile.max)}.\n"
+        + "\n".join(f"- {a}" for a in advice)
+        + f"\nTensorRT said:\n  {detail}"
+    )
 
 
 def parse_failure(onnx_path: Path, errors: Sequence[str]) -> EngineBuildError:
