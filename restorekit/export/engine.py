@@ -141,6 +141,7 @@ class EngineBuildResult:
     plan: BuildPlan
     seconds: float
     timing_cache_written: bool
+    trt_warnings: tuple[str, ...] = ()
 
 
 def _dims(shape: Sequence[int]) -> str:
@@ -600,8 +601,11 @@ def engine_from_onnx(
         # Written only after a successful build, atomically, so a crash never leaves a torn cache.
         write_bytes_atomic(plan.timing_cache_path, outcome.timing_cache)
         cache_written = True
+    warnings = tuple(
+        line.removeprefix("warning: ") for line in outcome.log if line.startswith("warning: ")
+    )
     return EngineBuildResult(
-        plan.engine_path, manifest_path, plan.manifest, plan, seconds, cache_written
+        plan.engine_path, manifest_path, plan.manifest, plan, seconds, cache_written, warnings
     )
 
 
@@ -610,12 +614,16 @@ def build_summary(result: EngineBuildResult) -> list[str]:
     size_mb = result.engine_path.stat().st_size / 1e6
     rec = result.manifest.engine
     assert rec is not None
-    return [
+    lines = [
         *result.plan.describe(),
         f"built for {rec.gpu_name} (sm_{rec.compute_capability.replace('.', '')}), TensorRT "
         f"{rec.tensorrt_version}, in {result.seconds:.1f} s",
         f"wrote {result.engine_path} ({size_mb:.1f} MB), manifest {result.manifest_path.name}",
     ]
+    if result.trt_warnings:
+        n = len(result.trt_warnings)
+        lines.append(f"TensorRT warned {n} time(s); first: {result.trt_warnings[0]}")
+    return lines
 
 
 def build_command(onnx_path: str | Path, options: EngineBuildOptions | None = None) -> str:

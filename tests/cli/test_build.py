@@ -63,6 +63,7 @@ def test_build_through_fake_tensorrt(tmp_path, capsys, fake_tensorrt):
     engine = out / "mprnet.deblur.fp16.64x96.trt10.3.0.sm87.engine"
     assert engine.is_file() and (out / (engine.name + ".json")).is_file()
     assert f"wrote {engine}" in printed and "strongly typed" in printed
+    assert "TensorRT warned 1 time(s); first: fake warning" in printed
     set_shape = [args for name, args in trt.calls if name == "set_shape"]
     assert set_shape == [("input", (1, 3, 64, 96), (2, 3, 64, 96), (2, 3, 64, 96))]
 
