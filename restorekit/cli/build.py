@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from restorekit.cli.entry import positive_int, run, tile_shape
+from restorekit.export.engine import DEFAULT_DYNAMIC_HW
 
 
 def _positive_float(text: str) -> float:
@@ -33,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=_positive_float, metavar="GiB",
                    help="builder workspace limit (default 1 on Jetson, else 4)")  # fmt: skip
     p.add_argument("--batch", type=positive_int, help="largest batch (default: the manifest's)")
-    for end in ("min", "opt", "max"):
+    for end, side in zip(("min", "opt", "max"), DEFAULT_DYNAMIC_HW, strict=True):
         p.add_argument(f"--{end}-shape", type=tile_shape, metavar="HxW",
-                       help=f"{end} tile of a dynamic-size ONNX (default 128/256/512)")  # fmt: skip
+                       help=f"{end} tile of a dynamic-size ONNX (default {side}x{side})")  # fmt: skip
     p.add_argument("--timing-cache", type=Path, metavar="PATH",
                    help="timing cache file (default: one per TensorRT version and GPU under "
                    "~/.cache/restorekit/timing)")  # fmt: skip
