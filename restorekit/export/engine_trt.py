@@ -156,8 +156,12 @@ def serialize_engine(
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, False)
 
+    # TensorRT keeps raw pointers to the monitor, logger and timing cache: the locals here keep
+    # the Python objects alive until the build has finished.
+    monitor = None
     if progress is not None and plan.progress_monitor and hasattr(trt, "IProgressMonitor"):
-        config.progress_monitor = _make_monitor(trt, progress)
+        monitor = _make_monitor(trt, progress)
+        config.progress_monitor = monitor
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
