@@ -112,6 +112,21 @@ def _make_monitor(trt: Any, progress: Any) -> Any:
     return ForwardingMonitor()
 
 
+def _attach_timing_cache(config: Any, data: bytes, logger: Any) -> Any:
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+            if cache is not None and config.set_timing_cache(cache, False):
+                return cache
+        except Exception:  # a corrupt file: TensorRT raises or returns nothing
+            pass
+        # A cache from another device/driver or a torn file: start afresh rather than fail.
+        logger.lines.append("warning: the timing cache did not fit this device; starting a new one")
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, False)
+    return cache
+
+
 def serialize_engine(
     trt: Any, plan: Any, onnx_bytes: bytes, timing_cache: bytes, progress: Any = None
 ) -> TrtBuildOutcome:
@@ -149,12 +164,7 @@ def serialize_engine(
     profile.set_shape(plan.input_name, p.min, p.opt, p.max)
     config.add_optimization_profile(profile)
 
-    cache = config.create_timing_cache(timing_cache)
-    if not config.set_timing_cache(cache, False) and timing_cache:
-        # A cache from another device/driver is refused; start afresh rather than fail.
-        logger.lines.append("warning: the timing cache did not fit this device; starting a new one")
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
+    cache = _attach_timing_cache(config, timing_cache, logger)
 
     # TensorRT keeps raw pointers to the monitor, logger and timing cache: the locals here keep
     # the Python objects alive until the build has finished.
@@ -166,6 +176,6 @@ def serialize_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         return TrtBuildOutcome(None, None, logger.errors, None, logger.lines)
-    updated = config.get_timing_cache()
-    cache_bytes = bytes(updated.serialize()) if updated is not None else None
+    # The attached cache now holds this build's timings as well as the ones it started with.
+    cache_bytes = bytes(cache.serialize())
     return TrtBuildOutcome(bytes(serialized), cache_bytes, logger.errors, None, logger.lines)
