@@ -177,5 +177,6 @@ def serialize_engine(
     if serialized is None:
         return TrtBuildOutcome(None, None, logger.errors, None, logger.lines)
     # The attached cache now holds this build's timings as well as the ones it started with.
-    cache_bytes = bytes(cache.serialize())
+    updated = config.get_timing_cache() or cache
+    cache_bytes = bytes(updated.serialize())
     return TrtBuildOutcome(bytes(serialized), cache_bytes, logger.errors, None, logger.lines)
