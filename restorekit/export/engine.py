@@ -216,6 +216,10 @@ def network_flags_for(
 
     Returns:
         (strongly_typed, network_flags, builder_flags, notes)
+
+    Raises:
+        EngineBuildError: the version text is not a version.
+        ManifestError: a legacy build for a precision restorekit does not know.
     """
     version = parse_trt_version(trt_version)
     if version >= ALWAYS_STRONGLY_TYPED_SINCE:
