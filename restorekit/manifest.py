@@ -76,6 +76,10 @@ class EngineRecord:
     strongly_typed: bool = True
     hardware_compatible: bool = False
     version_compatible: bool = False
+    # Optimisation profile of the input, "min"/"opt"/"max" -> [N, C, H, W]: the shapes the engine
+    # accepts (the only record of them for dynamic height/width graphs).
+    profile: dict[str, list[int]] = field(default_factory=dict)
+    onnx_file: str = ""  # the ONNX it was built from, for the rebuild command
 
 
 @dataclass(frozen=True)
