@@ -30,7 +30,9 @@ def version_int(version: str) -> int:
     """``"10.3.0"`` -> 100300; ``"8.6.1"`` -> 8601 (TensorRT's own encodings)."""
     v = Version(version)
     major, minor, patch = (list(v.release) + [0, 0, 0])[:3]
-    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+    return (
+        major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+    )
 
 
 def scale_hex(scale: float) -> str:
@@ -96,13 +98,17 @@ def read_cache(path: str | Path) -> CalibrationCache:
         raise ManifestError(f"calibration cache not found: {path}")
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not lines or not lines[0].startswith("TRT-") or lines[0].count("-") < 2:
-        raise ManifestError(f"{path} is not a TensorRT calibration cache (no TRT-<version>-<algo> header)")
+        raise ManifestError(
+            f"{path} is not a TensorRT calibration cache (no TRT-<version>-<algo> header)"
+        )
     _, version, algorithm = lines[0].split("-", 2)
     scales: dict[str, float] = {}
     for number, line in enumerate(lines[1:], start=2):
         name, sep, value = line.rpartition(": ")
         if not sep or len(value) != 8:
-            raise ManifestError(f"{path}:{number}: expected '<tensor>: <8 hex digits>', got {line!r}")
+            raise ManifestError(
+                f"{path}:{number}: expected '<tensor>: <8 hex digits>', got {line!r}"
+            )
         try:
             scales[name] = hex_scale(value)
         except ValueError as exc:

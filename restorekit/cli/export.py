@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             dynamic=args.dynamic, images=tuple(args.images) if args.images else None,
             seed=args.seed,
         )  # fmt: skip
-        if args.weights is None:
+        if args.weights is None and not ref.variant.bundled_weights:
             print(f"note: no --weights given: exporting {ref.name} with RANDOM weights "
                   f"(seed {args.seed})", file=sys.stderr)  # fmt: skip
         with tqdm(total=len(STAGES), desc="export", unit="stage", file=sys.stderr) as bar:
