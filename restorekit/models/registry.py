@@ -274,10 +274,11 @@ class Registry:
 
 
 def _build_registry() -> Registry:
-    from restorekit.models.catalog import mprnet
+    from restorekit.models.catalog import mprnet, nlrn
 
     registry = Registry()
     registry.add(mprnet.SPEC)
+    registry.add(nlrn.SPEC)
     return registry
 
 
