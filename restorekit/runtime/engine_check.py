@@ -49,7 +49,10 @@ def _short(version: str) -> str:
 
 
 def source_onnx(engine_path: Path, manifest: Manifest) -> Path:
-    """Where the ONNX the engine was built from would sit: beside the engine, named as exported."""
+    """Where the ONNX the engine was built from would sit: beside the engine, under the name the
+    engine record gives (else the exporter's naming)."""
+    if manifest.engine is not None and manifest.engine.onnx_file:
+        return engine_path.with_name(manifest.engine.onnx_file)
     precision = manifest.precision.precision
     return engine_path.with_name(onnx_name(manifest.model, precision, manifest.tile))
 

@@ -93,6 +93,10 @@ def test_onnx_hash_mismatch_and_missing_record(tmp_path):
     onnx.write_bytes(b"graph v2")
     with pytest.raises(ManifestError, match="another version of mprnet.deblur.fp16.16x16.onnx"):
         check_engine_manifest(tmp_path / "m.engine", m, "10.3.0", "8.7")
+    # the engine record names its source ONNX when the builder wrote one
+    named = m.replace(engine=m.engine.__class__(**{**m.engine.__dict__, "onnx_file": "src.onnx"}))
+    with pytest.raises(ManifestError, match="run `restore-build src.onnx`"):
+        check_engine_manifest(tmp_path / "m.engine", named, "10.4.0", "8.7")
     with pytest.raises(ManifestError, match="no engine record"):
         check_engine_manifest(tmp_path / "m.engine", m.replace(engine=None), "10.3.0", "8.7")
 
