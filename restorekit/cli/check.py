@@ -7,8 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from restorekit.cli.run import parse_tile
-from restorekit.errors import RestoreKitError
+from restorekit.cli.entry import positive_int, run, tile_shape
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--backend", choices=("ort", "trt"), help="default: from the artifact's suffix")
     p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu")
-    p.add_argument("--tile", type=parse_tile, help="tile HxW (dynamic-shape ONNX only)")
+    p.add_argument("--tile", type=tile_shape, help="tile HxW (dynamic-shape ONNX only)")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: manifest)")
-    p.add_argument("--batch", type=int, help="tiles per inference call (default: manifest)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument(
+        "--batch", type=positive_int, help="tiles per inference call (default: manifest)"
+    )
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument(
         "--seam-band",
         type=int,
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def command() -> int:
         from restorekit.errors import require
 
         require("torch", "export", "restore-check (the PyTorch reference)")
@@ -72,21 +74,19 @@ def main(argv: list[str] | None = None) -> int:
             seam_band=args.seam_band,
         )
         report = check_deployed(options)
-        json_path = args.json_path or Path(args.artifact).with_name(
-            Path(args.artifact).name + ".check.json"
-        )
+        artifact = Path(args.artifact)
+        json_path = args.json_path or artifact.with_name(artifact.name + ".check.json")
         write_text_atomic(json_path, report.to_json() + "\n")
-    except RestoreKitError as exc:
-        print(f"restore-check: error: {exc}", file=sys.stderr)
-        return 2
-    tile = f"{report.tile[0]}x{report.tile[1]}"
-    print(
-        f"{report.model} ({report.weights}) on {report.backend}, tile {tile}, overlap "
-        f"{report.overlap}, seam band +-{report.seam_band} px; reference: PyTorch, whole image"
-    )
-    print(report.table())
-    print(f"wrote {json_path}")
-    return 0
+        tile = f"{report.tile[0]}x{report.tile[1]}"
+        print(
+            f"{report.model} ({report.weights}) on {report.backend}, tile {tile}, overlap "
+            f"{report.overlap}, seam band +-{report.seam_band} px; reference: PyTorch, whole image"
+        )
+        print(report.table())
+        print(f"wrote {json_path}")
+        return 0
+
+    return run(command)
 
 
 if __name__ == "__main__":

@@ -6,22 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from restorekit.errors import RestoreKitError
-
-
-def parse_tile(text: str) -> tuple[int, int]:
-    """``256`` or ``256x320`` -> (height, width)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"tile must look like 256 or 256x320, got {text!r}"
-        ) from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"tile must look like 256 or 256x320, got {text!r}")
-    return parts[0], parts[1]
+from restorekit.cli.entry import positive_int, run, tile_shape
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,18 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="ONNX Runtime execution provider (default: cpu)",
     )
-    p.add_argument("--tile", type=parse_tile, help="tile HxW (dynamic-shape ONNX only)")
+    p.add_argument("--tile", type=tile_shape, help="tile HxW (dynamic-shape ONNX only)")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: manifest)")
-    p.add_argument("--batch", type=int, help="tiles per inference call (default: manifest)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--frames", type=int, help="stop videos/cameras after this many frames")
+    p.add_argument(
+        "--batch", type=positive_int, help="tiles per inference call (default: manifest)"
+    )
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--frames", type=positive_int, help="stop videos/cameras after this many frames")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def command() -> int:
         from restorekit.runtime.artifact import backend_from_artifact
         from restorekit.runtime.jobs import run_job
         from restorekit.runtime.ort_backend import OrtOptions
@@ -69,24 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         with backend:
             restorer = Restorer(backend, manifest, tiles)
             summary = run_job(
-                restorer,
-                args.inputs,
-                args.output,
-                progress=not args.quiet,
-                max_frames=args.frames,
+                restorer, args.inputs, args.output, progress=not args.quiet, max_frames=args.frames
             )
-    except RestoreKitError as exc:
-        print(f"restore-run: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("restore-run: interrupted", file=sys.stderr)
-        return 130
-    for source, message in summary.warnings:
-        print(f"restore-run: warning: {source}: {message}", file=sys.stderr)
-    for source, message in summary.failures:
-        print(f"restore-run: failed: {source}: {message}", file=sys.stderr)
-    print(summary.line())
-    return 1 if summary.failures else 0
+        for source, message in summary.warnings:
+            print(f"warning: {source}: {message}", file=sys.stderr)
+        for source, message in summary.failures:
+            print(f"failed: {source}: {message}", file=sys.stderr)
+        print(summary.line())
+        return 1 if summary.failures else 0
+
+    return run(command)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def test_camera_that_cannot_open_is_a_clear_error(artifact, tmp_path, capsys, ca
     code = main([str(path), camera, "-o", str(tmp_path / "cam.mp4"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("restore-run: error: cannot open ") and err.count("\n") == 1
+    assert err.startswith("error: cannot open ") and err.count("\n") == 1
     assert "Traceback" not in err
 
 
