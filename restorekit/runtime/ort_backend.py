@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +189,20 @@ class OrtBackend(Backend):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self._session.run([self.output_spec.name], {self.input_spec.name: batch})
         return out
+
+    def _infer_many(self, batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        # ONNX Runtime releases the GIL while it runs: one batch runs in a worker thread while
+        # this thread blends the previous output and gathers the next tiles. One run at a time,
+        # and a batch array is not touched again until its output is collected.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restorekit-ort") as worker:
+            running: Future | None = None
+            for batch in batches:
+                submitted = worker.submit(self._infer, batch)
+                if running is not None:
+                    yield running.result()
+                running = submitted
+            if running is not None:
+                yield running.result()
 
 
 def _io_spec(arg: Any) -> IOSpec:
