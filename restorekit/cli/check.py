@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             tiles=TileOptions(tile=args.tile, overlap=args.overlap, batch=args.batch),
             seam_band=args.seam_band,
         )
-        report = check_deployed(options)
+        from tqdm import tqdm
+
+        count = len(options.images) if options.images else None
+        with tqdm(total=count, desc="images", unit="image", leave=False) as bar:
+            report = check_deployed(options, on_image=lambda _name: bar.update(1))
         artifact = Path(args.artifact)
         json_path = args.json_path or artifact.with_name(artifact.name + ".check.json")
         write_text_atomic(json_path, report.to_json() + "\n")

@@ -28,7 +28,7 @@ from restorekit.runtime.imageio import read_image
 from restorekit.runtime.ort_backend import OrtOptions
 from restorekit.runtime.pixels import to_model_input
 from restorekit.runtime.restore import Restorer, TileOptions
-from restorekit.runtime.tiling import seam_mask, seam_positions
+from restorekit.runtime.tiling import TilePlan, seam_mask, seam_positions
 
 SSIM_STRIP = 8  # half-width of the strips SSIM is computed on around seams (window is 11 wide)
 
@@ -187,7 +187,7 @@ def _torch_whole(built, manifest: Manifest, image: np.ndarray) -> np.ndarray:
 
 
 def compare_outputs(
-    got: np.ndarray, want: np.ndarray, plan, band: int, value_range: float
+    got: np.ndarray, want: np.ndarray, plan: TilePlan, band: int, value_range: float
 ) -> tuple[Agreement, Agreement | None, int]:
     """Whole-image and seam-band figures of two (C, H, W) outputs in model units.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -119,3 +121,33 @@ def test_user_errors_are_one_line(artifact, tmp_path, capsys):
         code = main([*argv, "-o", str(tmp_path / "o"), "--quiet"])
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_nonfinite_output_is_reported_not_written(tmp_path, capsys):
+    import torch
+
+    from restorekit.manifest import read_manifest, write_manifest
+
+    # A "model" that is NaN wherever the input is below mid-grey.
+    class SqrtShift(torch.nn.Module):
+        def forward(self, x):
+            return torch.sqrt(x - 0.5)
+
+    path, _, manifest = tinynet.export_net(tmp_path, batch=1, name="nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter suffices
+        torch.onnx.export(SqrtShift(), (torch.rand(1, 3, 32, 48),), str(path),
+                          input_names=["input"], output_names=["output"], opset_version=17,
+                          dynamo=False)  # fmt: skip
+    write_manifest(path, read_manifest(path))
+    image = np.full((40, 120, 3), 255, np.uint8)
+    image[:, 100:] = 0  # only the right edge is dark
+    write_image(tmp_path / "in.png", image)
+    code = main([str(path), str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert not (tmp_path / "out.png").exists()
+    assert "output not written: NaN/Inf" in err and "tile at y=" in err
+    # every reported tile reaches into the dark columns (x + 48 > 100), none is left of them
+    xs = [int(part.split("x=")[1].split()[0].rstrip(",")) for part in err.split("tile at ")[1:]]
+    assert xs and all(x + 48 > 100 for x in xs), err
