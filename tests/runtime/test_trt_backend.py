@@ -460,3 +460,27 @@ def test_real_engine_matches_onnxruntime(tmp_path):
     with OrtBackend(onnx_path) as backend:
         want = Restorer(backend, m).restore(image).image
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+@pytest.mark.gpu
+def test_device_memory_round_trip_on_a_real_gpu():
+    mem = cuda_memory.open_device_memory()
+    try:
+        assert mem.compute_capability().count(".") == 1 and mem.device_name()
+        host_in = mem.pinned((4, 5), np.float32)
+        host_out = mem.pinned((4, 5), np.float32)
+        host_in[...] = np.arange(20, dtype=np.float32).reshape(4, 5)
+        ptr = mem.malloc(host_in.nbytes)
+        stream, event = mem.create_stream(), mem.create_event()
+        mem.copy_to_device(ptr, host_in, stream)
+        mem.copy_to_host(host_out, ptr, stream)
+        mem.record_event(event, stream)
+        mem.wait_event(event)
+        np.testing.assert_array_equal(host_out, host_in)
+        mem.free(ptr)
+        mem.free_pinned(host_in)
+        mem.free_pinned(host_out)
+        mem.destroy_event(event)
+        mem.destroy_stream(stream)
+    finally:
+        mem.close()
