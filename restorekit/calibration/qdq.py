@@ -23,9 +23,6 @@ from restorekit.manifest import INPUT_NAME
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 METHODS = ("entropy", "minmax", "percentile")
 PERCENTILE = 99.99
-import os
-
-OUTQ = bool(os.environ.get("OUTQ"))
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,13 @@ def qdq_from_model(
     calibration: CalibrationSet,
     method: str = "entropy",
     exclude: Sequence[str] = (),
+    quantize_outputs: bool = False,
 ) -> QdqResult:
     """Calibrate ``model`` (FP32, nodes named) on ``calibration`` and return its Q/DQ form.
+
+    By default only the inputs of the quantized operators get Q/DQ (TensorRT's rule; it fuses the
+    rest). ``quantize_outputs`` also quantizes their outputs, the pattern ONNX Runtime's CPU
+    provider needs to run integer convolutions (QLinearConv).
 
     Raises:
         RestoreKitError: unknown method.
@@ -94,8 +96,9 @@ def qdq_from_model(
                 "WeightSymmetric": True,
                 "CalibPercentile": PERCENTILE,
                 "CalibTensorRangeSymmetric": True,
-                # Only the Q/DQ of an op's inputs; TensorRT fuses the rest itself.
-                "OpTypesToExcludeOutputQuantization": [] if OUTQ else list(QUANTIZED_OPS),
+                "OpTypesToExcludeOutputQuantization": []
+                if quantize_outputs
+                else list(QUANTIZED_OPS),
             },
         )
         result = onnx.load(str(dst))

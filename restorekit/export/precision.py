@@ -25,6 +25,7 @@ from restorekit.calibration.ranges import TensorRange, activation_ranges
 from restorekit.errors import require
 from restorekit.export.compare import score_graph
 from restorekit.metrics import Agreement
+from restorekit.onnx_graph import drop_repeated_nodes, name_nodes, topological_sort
 
 FP16_MAX = 65504.0
 FP16_SAFE = FP16_MAX / 8
@@ -46,15 +47,6 @@ class Fp16Plan:
     kept: dict[str, str] = field(default_factory=dict)
     released: list[str] = field(default_factory=list)  # fragile op types measured safe in FP16
     trail: list[dict] = field(default_factory=list)
-
-
-def name_nodes(model: onnx.ModelProto) -> None:
-    """Give every unnamed node a unique name (plans and block lists refer to nodes by name)."""
-    seen: set[str] = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
-        seen.add(node.name)
 
 
 def range_unsafe_nodes(model: onnx.ModelProto, ranges: dict[str, TensorRange]) -> dict[str, str]:
@@ -86,26 +78,11 @@ def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
     converted = f16.convert_float_to_float16(
         copy, keep_io_types=True, node_block_list=list(keep), max_finite_val=FP16_MAX
     )
-    _drop_repeated_nodes(converted)
+    # The converter may add one identical Cast per consumer of a shared FP32-only constant (Resize
+    # scales) and appends some casts after their consumers.
+    drop_repeated_nodes(converted)
+    topological_sort(converted)
     return converted
-
-
-def _drop_repeated_nodes(model: onnx.ModelProto) -> None:
-    """Remove exact repeats of a node.
-
-    The converter inserts one Cast per consumer of a shared initializer that must stay FP32 (a
-    Resize ``scales`` constant used by several Resize nodes), all with the same name and output.
-    """
-    seen: set[bytes] = set()
-    kept = []
-    for node in model.graph.node:
-        key = node.SerializeToString()
-        if key not in seen:
-            seen.add(key)
-            kept.append(node)
-    if len(kept) != len(model.graph.node):
-        del model.graph.node[:]
-        model.graph.node.extend(kept)
 
 
 def plan_fp16(
