@@ -153,10 +153,12 @@ class Restorer:
         on_tiles: Callable[[int], None] | None = None,
         *,
         keep_nonfinite: bool = False,
+        emit: Callable[[slice, np.ndarray], None] | None = None,
     ) -> TiledResult:
         """The blended model output for an image, in the model's own units: (C, H*s, W*s) float32,
         not clamped, before any colour recombination (what ``restore-check`` compares).
         Non-finite tile outputs are reported and zeroed, or with ``keep_nonfinite`` left in.
+        With ``emit``, finished rows are handed over as they complete (see :func:`run_tiled`).
 
         Raises:
             InputError: unsupported image shape or dtype.
@@ -177,6 +179,7 @@ class Restorer:
             dtype=dtype,
             on_batch=on_tiles,
             keep_nonfinite=keep_nonfinite,
+            emit=emit,
         )
 
     def restore(self, image: np.ndarray, on_tiles: Callable[[int], None] | None = None) -> Restored:
@@ -190,19 +193,28 @@ class Restorer:
             TileSizeError: the model's output shape does not fit the manifest.
         """
         image = _check_image(image)
-        result = self.infer_image(image, on_tiles)
-        tiles = self.plan(image.shape[:2]).count
+        plan = self.plan(image.shape[:2])
         colour_in = image.ndim == 3
-        if result.output.shape[0] == (3 if colour_in else 1):
-            out = output_to_image(result.output, self.manifest.output, image.dtype)
-            return Restored(out[:, :, 0] if not colour_in else out, result.nonfinite, tiles)
-        unit = to_unit_output(result.output, self.manifest.output)  # (H, W, C) in [0, 1]
+        spec = self.manifest.output
+        if spec.channels == (3 if colour_in else 1):
+            # The common case: finished rows go straight into the output image, so the float
+            # accumulator holds one tile row, not the whole image.
+            out_h, out_w = plan.output_shape
+            out = np.empty((out_h, out_w, spec.channels), dtype=image.dtype)
+
+            def emit(rows: slice, block: np.ndarray) -> None:
+                out[rows] = output_to_image(block, spec, image.dtype)
+
+            result = self.infer_image(image, on_tiles, emit=emit)
+            return Restored(out if colour_in else out[:, :, 0], result.nonfinite, plan.count)
+        result = self.infer_image(image, on_tiles)
+        unit = to_unit_output(result.output, spec)  # (H, W, C) in [0, 1]
         if unit.shape[2] == 1 and colour_in:
             _, crcb = luma_chroma(image)
             unit = recombine_luma(unit[:, :, 0], crcb)
         elif unit.shape[2] == 3 and not colour_in:
             unit = (unit @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
-        return Restored(quantize(unit, image.dtype), result.nonfinite, tiles)
+        return Restored(quantize(unit, image.dtype), result.nonfinite, plan.count)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

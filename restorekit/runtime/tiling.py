@@ -183,9 +183,10 @@ class NonFiniteTile:
 
 @dataclass
 class TiledResult:
-    """Blended output (C, H*s, W*s) float32 and the tiles that produced non-finite values."""
+    """Blended output (C, H*s, W*s) float32 (``None`` when rows were emitted) and the tiles that
+    produced non-finite values."""
 
-    output: np.ndarray
+    output: np.ndarray | None
     nonfinite: list[NonFiniteTile]
 
 
@@ -206,6 +207,7 @@ def run_tiled(
     dtype: np.dtype | type = np.float32,
     on_batch: Callable[[int], None] | None = None,
     keep_nonfinite: bool = False,
+    emit: Callable[[slice, np.ndarray], None] | None = None,
 ) -> TiledResult:
     """Run ``infer`` over the tiles of ``image`` and blend the outputs.
 
@@ -225,6 +227,10 @@ def run_tiled(
         on_batch: called with the number of real tiles after each batch (progress bars).
         keep_nonfinite: leave NaN/Inf of a tile in the blend (accuracy checks count them);
             by default they are replaced by 0 after being recorded in ``nonfinite``.
+        emit: receives finished output rows as ``(rows, block)``, top to bottom, where
+            ``block`` is a (C', n, W*s) view valid only during the call (the caller may modify
+            it). The accumulator then holds one tile row, not the image, and the result's
+            ``output`` is ``None``. Without ``emit`` the whole output is returned.
 
     Raises:
         TileSizeError: the image does not match the plan, or the model returned the wrong shape.
@@ -237,7 +243,8 @@ def run_tiled(
     s = plan.scale
     th, tw = plan.tile
     out_h, out_w = plan.output_shape
-    acc: np.ndarray | None = None  # allocated once the output channel count is known
+    band: _RowBand | None = None  # allocated once the output channel count is known
+    full: np.ndarray | None = None
     wsum_y = np.zeros(out_h, dtype=np.float64)
     wsum_x = np.zeros(out_w, dtype=np.float64)
     wy = [axis_weights(plan.y, i, s, plan.blend) for i in range(len(plan.y.starts))]
@@ -292,8 +299,11 @@ def run_tiled(
                 f"expected ({n}, C, {th * s}, {tw * s}) for scale {s}: the manifest's scale "
                 "or tile does not match the artifact"
             )
-        if acc is None:
-            acc = np.zeros((out.shape[1], out_h, out_w), dtype=np.float32)
+        if band is None:
+            if emit is None:
+                full = np.empty((out.shape[1], out_h, out_w), dtype=np.float32)
+            sink = emit or _writer(full)
+            band = _RowBand(out.shape[1], th * s, out_w, wsum_y, wsum_x, sink)
         # One cheap reduction per batch; the per-tile search runs only when it fails.
         batch_finite = bool(np.isfinite(out.sum()))
         for k, (i, j) in enumerate(members):
@@ -312,19 +322,68 @@ def run_tiled(
                 if not keep_nonfinite:
                     tile_out = np.where(bad, 0.0, tile_out).astype(np.float32)
             (dy, sy), (dx, sx) = rows[i], cols[j]
+            # Rows above this tile row's top are final once the tile row begins.
+            band.advance(dy.start)
             part = tile_out[:, sy, sx]
             if not (ones_y[i] and ones_x[j]):
                 part = part * (wy[i][sy][:, None] * wx[j][sx][None, :])
-            acc[:, dy, dx] += part
+            band.add(dy, dx, part)
         if on_batch is not None:
             on_batch(len(members))
-    assert acc is not None
-    # Feathered ramps sum to one; only averaging (or rounding) leaves sums to divide by.
-    if np.abs(wsum_y - 1.0).max() > 1e-6:
-        acc /= wsum_y.astype(np.float32)[None, :, None]
-    if np.abs(wsum_x - 1.0).max() > 1e-6:
-        acc /= wsum_x.astype(np.float32)[None, None, :]
-    return TiledResult(acc, nonfinite)
+    assert band is not None
+    band.advance(out_h)
+    return TiledResult(full, nonfinite)
+
+
+def _writer(full: np.ndarray) -> Callable[[slice, np.ndarray], None]:
+    def write(rows: slice, block: np.ndarray) -> None:
+        full[:, rows] = block
+
+    return write
+
+
+class _RowBand:
+    """The blend accumulator for the rows one tile row covers; finished rows are normalised by
+    the weight sums and handed to ``emit``, then the band moves down."""
+
+    def __init__(
+        self,
+        channels: int,
+        capacity: int,
+        width: int,
+        wsum_y: np.ndarray,
+        wsum_x: np.ndarray,
+        emit: Callable[[slice, np.ndarray], None],
+    ) -> None:
+        self.buf = np.zeros((channels, capacity, width), dtype=np.float32)
+        self.top = 0  # output row of buf[:, 0]
+        self.emit = emit
+        # Feathered ramps sum to one; only averaging (or rounding) leaves sums to divide by.
+        self.inv_y = (
+            None if np.abs(wsum_y - 1.0).max() <= 1e-6 else (1.0 / wsum_y).astype(np.float32)
+        )
+        self.inv_x = (
+            None if np.abs(wsum_x - 1.0).max() <= 1e-6 else (1.0 / wsum_x).astype(np.float32)
+        )
+
+    def add(self, rows: slice, cols: slice, part: np.ndarray) -> None:
+        self.buf[:, rows.start - self.top : rows.stop - self.top, cols] += part
+
+    def advance(self, row: int) -> None:
+        """Emit every row above ``row``; they receive no more tiles."""
+        n = row - self.top
+        if n <= 0:
+            return
+        block = self.buf[:, :n]
+        if self.inv_y is not None:
+            block *= self.inv_y[self.top : row, None]
+        if self.inv_x is not None:
+            block *= self.inv_x[None, None, :]
+        self.emit(slice(self.top, row), block)
+        keep = self.buf.shape[1] - n
+        self.buf[:, :keep] = self.buf[:, n:]  # numpy copies overlapping ranges safely
+        self.buf[:, keep:] = 0.0
+        self.top = row
 
 
 def _gather(start: int, count: int, length: int) -> slice | np.ndarray:

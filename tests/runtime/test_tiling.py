@@ -205,3 +205,32 @@ def test_restorer_rejects_wrong_overrides(artifacts):
             backend.infer(np.zeros((3, 3, 32, 32), np.float32))
         with pytest.raises(InputError, match="float32"):
             backend.infer(np.zeros((3, 3, 32, 48), np.float64))
+
+
+@pytest.mark.parametrize("blend", ["feather", "average"])
+@pytest.mark.parametrize("scale", [1, 2])
+@pytest.mark.parametrize("shape", [(70, 45), (9, 30), (33, 33)])
+def test_streamed_rows_equal_the_whole_accumulator(blend, scale, shape):
+    """With ``emit`` only one tile row is accumulated; rows arrive in order, each exactly once,
+    and equal the whole-image result."""
+    rng = np.random.default_rng(4)
+    image = rng.random((*shape, 2), dtype=np.float32)
+
+    def model(batch):  # any deterministic tile-dependent map, upscaled by ``scale``
+        out = np.sin(3 * batch) + batch.mean(axis=(2, 3), keepdims=True)
+        return out.repeat(scale, axis=2).repeat(scale, axis=3)
+
+    plan = plan_tiles(shape, (16, 12), 6, scale=scale, blend=blend)
+    whole = run_tiled(image, plan, model, batch=3).output
+    got = np.full_like(whole, np.nan)
+    seen: list[tuple[int, int]] = []
+
+    def emit(rows, block):
+        seen.append((rows.start, rows.stop))
+        got[:, rows] = block
+
+    streamed = run_tiled(image, plan, model, batch=3, emit=emit)
+    assert streamed.output is None
+    assert seen[0][0] == 0 and seen[-1][1] == shape[0] * scale
+    assert all(a[1] == b[0] for a, b in zip(seen[:-1], seen[1:], strict=True))
+    assert np.abs(got - whole).max() <= 1e-6, _report(got, whole)
