@@ -4,9 +4,10 @@
    blending, clamping, quantisation, atomic write) is timed against the time spent inside the
    backend's inference calls. The figure is (total - inference) / total.
 2. Memory: peak RSS of a child process that restores an image, at two image sizes. The runtime
-   keeps the input, one tile batch and the output accumulator, so the growth between sizes should
-   be the image-proportional buffers (input uint8, float32 accumulator, output) and nothing that
-   scales with the number of tiles.
+   keeps the input, two tile batches and a blend band one tile row high; finished rows go
+   straight into the output image. So the growth between sizes should be only the
+   image-proportional buffers (uint8 input and output, the file's bytes and the encoder's
+   buffers), nothing that scales with the number of tiles and no float copy of the image.
 
 The network is a small residual conv net exported here with PyTorch (``--width``/``--depth`` set
 its cost; the default is in the range of light restoration nets). Run:
@@ -260,8 +261,8 @@ def main() -> None:
                 big = folder / f"big{mh}x{mw}.png"
                 make_image(big, mh, mw)
                 peak = child_peak_rss(onnx_path, big, folder / f"out{mh}.png", args.threads)
-                # image-proportional buffers: uint8 input + float32 accumulator (3 channels) +
-                # float32 unit image + uint8 output, i.e. about 3 + 12 + 12 + 3 bytes per pixel
+                # image-proportional: uint8 input and output (3 + 3 bytes per pixel) plus the
+                # PNG bytes read and the encoder's BGR copy and output buffer while writing
                 rows.append({"image": size, "megapixels": mh * mw / 1e6,
                              "peak_rss_mb": peak / 1e6})  # fmt: skip
             a, b = rows

@@ -45,4 +45,4 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix or ".png", bgr)
     if not ok:
         raise InputError(f"cannot encode an image as {path.suffix!r}; use .png, .jpg or .tif")
-    write_bytes_atomic(path, buf.tobytes())
+    write_bytes_atomic(path, memoryview(buf))  # no copy of the encoded bytes

@@ -110,6 +110,7 @@ def run_job(
                     prefetch(k + 1)  # even when this read fails
                     image = pending_read.result()
                     done = _run_image(restorer, source, image, output, single, summary, progress)
+                    del image  # the input is not needed while the result is encoded
                     _drain(writes, summary)  # the previous write, before queueing another
                     if done is not None:
                         target, restored, mp = done

@@ -7,8 +7,7 @@ Layout of the plan, per axis (the same along height and width):
   smaller than the padding): ``margin`` pixels before it, so border pixels see context as inner
   pixels do, and enough after it that every tile lies fully inside. Static engines therefore fit
   any image size, including images smaller than one tile. The padding is never materialised:
-  each tile gathers its pixels through reflected indices, so memory stays bounded by the tile
-  batch plus the output and weight accumulators, never a padded copy or a list of tiles.
+  each tile gathers its pixels through reflected indices: no padded copy, no list of tiles.
 * Tiles start every ``tile - overlap`` pixels, so neighbours share exactly ``overlap`` pixels.
 * ``feather`` blending weighs each overlap with complementary linear ramps that are zero over the
   outer quarter of the overlap: a tile's outermost ``overlap // 4`` pixels, the ones a network
@@ -17,7 +16,9 @@ Layout of the plan, per axis (the same along height and width):
   NLRN's densely overlapping patches) weighs every tile pixel 1 and divides by the count.
 
 The weights are separable and the grid regular, so the sum of weights is the outer product of two
-1-D sums: only a (H, W) output accumulator per channel is kept, no weight image.
+1-D sums: no weight image is kept. Tiles are visited row by row, so output rows above the current
+tile row are final: with ``emit`` they leave as soon as they are done and the float accumulator
+spans one tile row. Memory is the input, two tile batches, that band and the caller's output.
 """
 
 from __future__ import annotations
