@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -37,12 +39,32 @@ def read_image(path: str | Path) -> np.ndarray:
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Encode ``image`` (RGB or gray) by the file's extension and write it atomically.
 
+    OpenCV streams the encoded file to a temporary name beside ``path`` (no in-memory copy of the
+    encoded image, which for a large PNG is bigger than the image), renamed into place at the end.
+
     Raises:
         InputError: OpenCV cannot encode to that format.
     """
     path = Path(path)
+    suffix = path.suffix or ".png"
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, buf = cv2.imencode(path.suffix or ".png", bgr)
-    if not ok:
-        raise InputError(f"cannot encode an image as {path.suffix!r}; use .png, .jpg or .tif")
-    write_bytes_atomic(path, memoryview(buf))  # no copy of the encoded bytes
+    if not str(path).isascii():
+        # OpenCV's file API mangles non-ASCII paths on some platforms: encode in memory instead.
+        ok, buf = cv2.imencode(suffix, bgr)
+        if not ok:
+            raise InputError(f"cannot encode an image as {suffix!r}; use .png, .jpg or .tif")
+        write_bytes_atomic(path, memoryview(buf))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        try:
+            ok = cv2.imwrite(tmp, bgr)
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise InputError(f"cannot encode an image as {suffix!r}; use .png, .jpg or .tif")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
