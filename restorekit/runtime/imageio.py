@@ -23,8 +23,12 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if str(path).isascii() and path.stat().st_size:
+        # Decoding from the file avoids holding its bytes in memory beside the image.
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    else:  # OpenCV's file API mangles non-ASCII paths on some platforms
+        data = np.fromfile(str(path), dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise InputError(f"cannot decode {path} as an image (corrupt or unsupported format)")
     if image.dtype not in (np.uint8, np.uint16):
@@ -32,7 +36,7 @@ def read_image(path: str | Path) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)  # alpha is not restored
     if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second copy
     return image
 
 
