@@ -109,6 +109,7 @@ def run_job(
                     pending_read = reads.pop(k)
                     prefetch(k + 1)  # even when this read fails
                     image = pending_read.result()
+                    pending_read = None  # the future holds the image too
                     done = _run_image(restorer, source, image, output, single, summary, progress)
                     del image  # the input is not needed while the result is encoded
                     _drain(writes, summary)  # the previous write, before queueing another
