@@ -15,6 +15,7 @@ the graph and ONNX Runtime are all it needs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,13 +48,17 @@ class Fp16Plan:
     kept: dict[str, str] = field(default_factory=dict)
     released: list[str] = field(default_factory=list)  # fragile op types measured safe in FP16
     trail: list[dict] = field(default_factory=list)
+    overflow_risks: list[str] = field(default_factory=list)  # must stay empty
 
 
 def range_unsafe_nodes(model: onnx.ModelProto, ranges: dict[str, TensorRange]) -> dict[str, str]:
-    """Nodes with an output beyond :data:`FP16_SAFE` or non-finite, with the measured figure."""
+    """Nodes with an input or output beyond :data:`FP16_SAFE` or non-finite, with the figure.
+
+    An input counts too: casting it to FP16 on the way in would already overflow.
+    """
     unsafe: dict[str, str] = {}
     for node in model.graph.node:
-        for out in node.output:
+        for out in list(node.output) + list(node.input):
             r = ranges.get(out)
             if r is None:
                 continue
@@ -64,6 +69,28 @@ def range_unsafe_nodes(model: onnx.ModelProto, ranges: dict[str, TensorRange]) -
                     f"max |x| {r.max_abs:.4g} > {FP16_SAFE:.0f} (FP16 max 65504 / 8)"
                 )
     return unsafe
+
+
+def fp16_overflow_risks(fp16: onnx.ModelProto, ranges: dict[str, TensorRange]) -> list[str]:
+    """FP16-typed tensors of a converted graph whose measured FP32 range exceeds FP16's maximum.
+
+    ONNX Runtime's CPU provider computes many FP16 operators in FP32 internally, so running the
+    graph on a CPU does not show an overflow a GPU would hit; this check reads the types instead.
+    """
+    inferred = onnx.shape_inference.infer_shapes(fp16)
+    half = {v.name for v in inferred.graph.value_info
+            if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}  # fmt: skip
+    source = {n.output[0]: n.input[0] for n in fp16.graph.node if n.op_type == "Cast"}
+
+    def peak(name: str) -> float:
+        seen = set()
+        while name not in ranges and name in source and name not in seen:
+            seen.add(name)
+            name = source[name]
+        r = ranges.get(name)
+        return math.inf if r is not None and r.nonfinite else (r.max_abs if r else 0.0)
+
+    return sorted(t for t in half if peak(t) > FP16_MAX)
 
 
 def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
@@ -121,7 +148,9 @@ def plan_fp16(
             plan.released.append(op_type)
             for n in fragile[op_type]:
                 del plan.kept[n]
-    return plan, to_fp16(model, list(plan.kept))
+    final = to_fp16(model, list(plan.kept))
+    plan.overflow_risks = fp16_overflow_risks(final, ranges)
+    return plan, final
 
 
 def _db(value: float) -> float | str:
