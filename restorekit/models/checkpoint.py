@@ -191,6 +191,11 @@ def load_weights(module: nn.Module, ref: ModelRef, path: str | Path) -> str:
     path = Path(path)
     raw = read_checkpoint(path)
     sd = fill_shared_aliases(module, normalize_state_dict(raw, ref.spec.checkpoint))
+    # An architecture whose configuration shows in its keys (PANet's block count) can say exactly
+    # what differs, which a list of missing/unexpected keys does not.
+    check = getattr(module, "check_state_dict", None)
+    if callable(check):
+        check(sd)
     diff = diff_state_dict(module, sd)
     if not diff.ok:
         fits = matching_variants(sd, exclude=ref.name)

@@ -271,10 +271,12 @@ class Registry:
 
 
 def _build_registry() -> Registry:
-    from restorekit.models.catalog import mprnet
+    from restorekit.models.catalog import mprnet, panet
 
     registry = Registry()
     registry.add(mprnet.SPEC)
+    registry.add(panet.SPEC)
+    registry.add(panet.PAEDSR_SPEC)
     return registry
 
 
