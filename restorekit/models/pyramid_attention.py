@@ -40,7 +40,23 @@ KSIZE = 3  # patch size of matching and pasting; the one-hot kernels below assum
 
 def pyramid_sizes(height: int, width: int) -> list[tuple[int, int]]:
     """Feature-map sizes of the pyramid levels: ``floor(H*s) x floor(W*s)`` for each scale."""
-    return [(math.floor(height * s), math.floor(width * s)) for s in PYRAMID_SCALES]
+    return [(level_size(height, s), level_size(width, s)) for s in PYRAMID_SCALES]
+
+
+def level_size(n: int | torch.Tensor, scale: float) -> int | torch.Tensor:
+    """``floor(n * scale)`` in double precision, also when ``n`` is a traced shape value.
+
+    PyTorch floors ``n * scale`` in float64. Traced, ``F.interpolate(scale_factor=...)`` floors in
+    float32 instead, which gives one row more at some sizes (90 * 0.7 is 62.99999999999999 in
+    float64 but 63.0 in float32), so an exported graph would disagree with PyTorch there. Casting
+    the traced size to float64 keeps them equal; a static export folds this to a constant. The
+    operands are 1-element tensors because the ONNX exporter treats 0-dim ones as scalars and
+    computes them in float32 again.
+    """
+    if isinstance(n, torch.Tensor):
+        scaled = n.reshape(1).to(torch.float64) * torch.tensor([scale], dtype=torch.float64)
+        return torch.floor(scaled).to(torch.int64).reshape(())
+    return math.floor(n * scale)
 
 
 def attention_bytes(tile: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
@@ -143,11 +159,10 @@ class PyramidAttention(nn.Module):
         for scale in PYRAMID_SCALES:
             ref = x
             if scale != 1:
-                # recompute_scale_factor: sample at floor(H*s)/H like PyTorch 1.1, which the
+                # Explicit sizes: the grid is sampled at floor(H*s)/H like PyTorch 1.1, which the
                 # released models were trained with (newer PyTorch would sample at exactly s).
-                ref = F.interpolate(
-                    x, scale_factor=scale, mode="bicubic", recompute_scale_factor=True
-                )
+                size = (level_size(height, scale), level_size(width, scale))
+                ref = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
             values.append(extract_patches(self.conv_assembly(ref), self.channel))  # [B, C*9, Ls]
             keys.append(extract_patches(self.conv_match(ref), self.match_channel))  # [B, Cm*9, Ls]
         key = torch.cat(keys, dim=2)

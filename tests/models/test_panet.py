@@ -17,6 +17,7 @@ from restorekit.models.pyramid_attention import (
     PyramidAttention,
     attention_bytes,
     extract_patches,
+    level_size,
     paste_patches,
 )
 from restorekit.models.registry import resolve
@@ -351,3 +352,39 @@ def test_onnx_matches_pytorch_at_default_tile(tmp_path, name):
     err = np.abs(got - want)
     assert got.shape == want.shape
     assert err.max() <= 2e-4, f"max {err.max():.2e}, mean {err.mean():.2e}"
+
+
+class _Pyramid(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h, w = x.shape[-2:]
+        return tuple(
+            F.interpolate(x, size=(level_size(h, s), level_size(w, s)), mode="bicubic")
+            for s in SCALES[1:]
+        )
+
+
+def test_dynamic_onnx_pyramid_sizes_floor_like_pytorch(tmp_path):
+    # Traced in float32, floor(90 * 0.7) is 63; PyTorch (and PyTorch 1.1, which trained the
+    # released models) floors the float64 product 62.99999999999999 to 62.
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "pyramid.onnx"
+    torch.onnx.export(
+        _Pyramid(),
+        (torch.rand(1, 1, 20, 20),),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {2: "h", 3: "w"}},
+    )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in [(90, 7), (170, 180), (33, 350)]:
+        x = torch.rand(1, 1, h, w)
+        got = [o.shape for o in sess.run(None, {"x": x.numpy()})]
+        want = [
+            tuple(
+                F.interpolate(x, scale_factor=s, mode="bicubic", recompute_scale_factor=True).shape
+            )
+            for s in SCALES[1:]
+        ]
+        assert got == want, (h, w)
