@@ -91,11 +91,13 @@ class Manifest:
     blend: str
     precision: PrecisionPlan
     opset: int
-    weights: str  # "random" or "<file name> sha256:<hex>"
+    weights: str  # "random (seed N)" or "<file name> sha256:<hex>"
     onnx_sha256: str = ""
     calibration: CalibrationRecord | None = None
     engine: EngineRecord | None = None
     max_tile_area: int | None = None
+    # Constructor arguments that differ from the variant's (tests' tiny configurations).
+    build_overrides: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
     restorekit_version: str = ""
     manifest_version: int = MANIFEST_VERSION

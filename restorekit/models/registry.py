@@ -153,6 +153,8 @@ class ArchSpec:
         fp16 / int8: whether the reduced precision is known to be accurate for this architecture.
         blend: how overlapping tiles are merged (``feather`` or plain ``average``).
         licence: licence of the official code and weights.
+        tiny: configuration overrides giving a tiny network of the same code path (tests, smoke
+            runs); not a model anyone should deploy.
     """
 
     name: str
@@ -168,6 +170,7 @@ class ArchSpec:
     int8: PrecisionStatus = "unverified"
     blend: Blend = "feather"
     licence: str = ""
+    tiny: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]

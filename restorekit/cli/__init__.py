@@ -1,0 +1,1 @@
+"""Console commands: each parses arguments, calls one library function and prints a short result."""

@@ -1,0 +1,94 @@
+"""``restore-export MODEL``: trace a registry model to a verified ONNX with manifest and report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from restorekit.cli.entry import positive_int, run, tile_shape
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="restore-export",
+        description="Export a restoration model to a simplified, verified ONNX graph with a "
+        "manifest and an accuracy report.",
+    )
+    p.add_argument("model", nargs="?", help="registry name, e.g. mprnet or mprnet.deblur")
+    p.add_argument("--list", action="store_true", help="list every known model and exit")
+    p.add_argument("--weights", type=Path, help="checkpoint (.pth/.ckpt/.safetensors); "
+                   "without it the weights are random (said plainly)")  # fmt: skip
+    p.add_argument("--tile", type=tile_shape, help="tile HxW or N (default: the model's)")
+    p.add_argument("--batch", type=positive_int, default=1, help="largest batch (default 1)")
+    p.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p.add_argument("--dynamic", action="store_true",
+                   help="dynamic height/width (only where verified at a second shape)")  # fmt: skip
+    p.add_argument("--images", type=Path, nargs="+", help="verification images (default: samples)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    return p
+
+
+def list_models() -> list[str]:
+    """One line per model: name, task, size rule, weights."""
+    from restorekit.models.registry import REGISTRY
+
+    lines = []
+    for ref in REGISTRY:
+        rule = ref.spec.size_rule
+        size = f"multiple of {rule.multiple_of}" if rule.multiple_of > 1 else "any size"
+        if rule.max_tile_area:
+            size += f", tile <= {rule.max_tile_area} px"
+        tile = "x".join(map(str, ref.variant.default_tile))
+        default = " (default)" if ref.variant.name == ref.spec.default_variant else ""
+        lines.append(
+            f"{ref.name}{default}\t{ref.variant.task}\t{size}, tile {tile}\t"
+            f"{ref.variant.weights or 'no published weights'}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def command() -> int:
+        if args.list:
+            print("\n".join(list_models()))
+            return 0
+        if not args.model:
+            build_parser().error("give a MODEL (see --list)")
+        from tqdm import tqdm
+
+        from restorekit.export.pipeline import STAGES, ExportOptions, export_model, export_summary
+        from restorekit.models.registry import resolve
+
+        ref = resolve(args.model)
+        ref.spec.size_rule.check_tile(args.tile or ref.variant.default_tile, ref.name)
+        options = ExportOptions(
+            model=ref, weights=args.weights, tile=args.tile, batch=args.batch,
+            output_dir=args.output, opset=args.opset, simplify=not args.no_simplify,
+            dynamic=args.dynamic, images=tuple(args.images) if args.images else None,
+            seed=args.seed,
+        )  # fmt: skip
+        if args.weights is None:
+            print(f"note: no --weights given: exporting {ref.name} with RANDOM weights "
+                  f"(seed {args.seed})", file=sys.stderr)  # fmt: skip
+        with tqdm(total=len(STAGES), desc="export", unit="stage", file=sys.stderr) as bar:
+
+            def on_stage(name: str) -> None:
+                bar.set_postfix_str(name)
+                if bar.n < bar.total and name != STAGES[0]:
+                    bar.update(1)
+
+            result = export_model(options, on_stage)
+            bar.update(bar.total - bar.n)
+        print("\n".join(export_summary(result)))
+        return 0
+
+    return run(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

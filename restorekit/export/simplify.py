@@ -1,0 +1,55 @@
+"""Graph simplification (onnxsim) and the structural check (``onnx.checker`` with full checks)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import onnx
+
+from restorekit.errors import ExportError, require
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count per operator type of the main graph, most frequent first."""
+    return dict(Counter(n.op_type for n in model.graph.node).most_common())
+
+
+@dataclass(frozen=True)
+class SimplifyResult:
+    model: onnx.ModelProto
+    nodes_before: int
+    nodes_after: int
+    error: str = ""  # why simplification was skipped, if it was
+
+    @property
+    def simplified(self) -> bool:
+        return not self.error
+
+
+def simplify_graph(model: onnx.ModelProto) -> SimplifyResult:
+    """Constant-fold and clean the graph with onnxsim; returns the original on failure.
+
+    onnxsim's own equivalence check runs the graph once on random input with ONNX Runtime.
+    """
+    onnxsim = require("onnxsim", "export", "Graph simplification")
+    before = len(model.graph.node)
+    try:
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:  # onnxsim raises RuntimeError/ValueError/protobuf errors
+        return SimplifyResult(model, before, before, error=f"{type(exc).__name__}: {exc}"[:300])
+    if not ok:
+        return SimplifyResult(model, before, before, error="onnxsim's own output check failed")
+    return SimplifyResult(simplified, before, len(simplified.graph.node))
+
+
+def check_graph(model: onnx.ModelProto) -> None:
+    """``onnx.checker.check_model(full_check=True)`` (includes strict shape inference).
+
+    Raises:
+        ExportError: the graph is structurally invalid.
+    """
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the ONNX graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc

@@ -1,0 +1,193 @@
+"""Accuracy check of an ONNX graph: ONNX Runtime against PyTorch on real images (DESIGN.md §5).
+
+Real photos (the shipped samples, or the user's) are centre-cropped or reflect-padded to the tile
+shape and fed in the model's pixel convention. The graph runs at batch 1 on each image and at a
+batch of all images; PyTorch runs once on the batch. Each comparison reports max abs error, PSNR,
+SSIM (outputs normalised to [0, 1]) and the count of NaN/Inf values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from restorekit.errors import require
+from restorekit.export.trace import INPUT_NAME, ResultOnly
+from restorekit.manifest import TensorSpec
+from restorekit.metrics import Agreement, agreement
+from restorekit.models.build import BuiltModel
+from restorekit.runtime.imageio import read_image
+from restorekit.runtime.pixels import to_model_input
+
+
+def fit_to_tile(chw: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+    """Centre-crop a (C, H, W) array to ``tile``, reflect-padding any side that is too small."""
+    th, tw = tile
+    _, h, w = chw.shape
+    top, left = max(0, (h - th) // 2), max(0, (w - tw) // 2)
+    out = chw[:, top : top + th, left : left + tw]
+    ph, pw = th - out.shape[1], tw - out.shape[2]
+    if ph or pw:
+        mode = "reflect" if ph < out.shape[1] and pw < out.shape[2] else "symmetric"
+        out = np.pad(out, ((0, 0), (0, ph), (0, pw)), mode=mode)
+        while out.shape[1] < th or out.shape[2] < tw:  # tiny images: repeat until large enough
+            out = np.pad(
+                out,
+                ((0, 0), (0, max(0, th - out.shape[1])), (0, max(0, tw - out.shape[2]))),
+                mode="symmetric",
+            )
+        out = out[:, :th, :tw]
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def image_batch(
+    paths: Sequence[Path], spec: TensorSpec, tile: tuple[int, int]
+) -> tuple[list[str], np.ndarray]:
+    """Names and an (N, C, H, W) float32 batch of real images in the model's input convention."""
+    arrays = [fit_to_tile(to_model_input(read_image(p), spec), tile) for p in paths]
+    return [Path(p).stem for p in paths], np.stack(arrays)
+
+
+def torch_outputs(built: BuiltModel, batch: np.ndarray) -> np.ndarray:
+    """The PyTorch model's restored images for ``batch`` (float32, one forward pass)."""
+    wrapper = ResultOnly(built.module, built.ref.spec.output_index).eval()
+    with torch.inference_mode():
+        return wrapper(torch.from_numpy(batch)).float().numpy()
+
+
+class OrtSession:
+    """A CPU ONNX Runtime session over an in-memory or on-disk graph, for checks."""
+
+    def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
+        ort = require("onnxruntime", "ort", "Checking an ONNX graph")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        src = model if isinstance(model, bytes) else str(model)
+        self._session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {INPUT_NAME: batch})[0]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison: which images, at which batch size and shape, and the figures."""
+
+    images: tuple[str, ...]
+    batch: int
+    shape: tuple[int, int]
+    figures: Agreement
+
+    def to_dict(self) -> dict:
+        return {
+            "images": list(self.images),
+            "batch": self.batch,
+            "shape": list(self.shape),
+            **self.figures.to_dict(),
+        }
+
+
+@dataclass
+class VerificationReport:
+    """All comparisons of one artifact against its reference, and the verdict."""
+
+    artifact: str
+    reference: str  # e.g. "pytorch fp32"
+    criterion: str  # e.g. "max_abs <= 0.0001"
+    comparisons: list[Comparison] = field(default_factory=list)
+    passed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def worst(self) -> Agreement:
+        figs = [c.figures for c in self.comparisons]
+        return Agreement(
+            max_abs=max(f.max_abs for f in figs),
+            psnr=min(f.psnr for f in figs),
+            ssim=min(f.ssim for f in figs),
+            nonfinite=sum(f.nonfinite for f in figs),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "artifact": self.artifact,
+            "reference": self.reference,
+            "criterion": self.criterion,
+            "passed": self.passed,
+            "worst": self.worst.to_dict() if self.comparisons else None,
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "notes": self.notes,
+        }
+
+    def table(self) -> str:
+        """A short terminal table: one row per comparison, then the verdict."""
+        rows = [
+            f"{'images':<28} {'batch':>5} {'shape':>9} {'max abs':>10} {'PSNR dB':>8} {'SSIM':>7} {'NaN/Inf':>7}"
+        ]
+        for c in self.comparisons:
+            f = c.figures
+            names = ",".join(c.images)
+            names = names if len(names) <= 28 else names[:25] + "..."
+            p = "inf" if math.isinf(f.psnr) else f"{f.psnr:.2f}"
+            rows.append(
+                f"{names:<28} {c.batch:>5} {c.shape[0]:>4}x{c.shape[1]:<4} {f.max_abs:>10.2e} {p:>8} {f.ssim:>7.5f} {f.nonfinite:>7}"
+            )
+        verdict = "PASS" if self.passed else "FAIL"
+        rows.append(f"{verdict}: {self.artifact} vs {self.reference} ({self.criterion})")
+        return "\n".join(rows)
+
+
+def compare_batches(
+    outputs: np.ndarray, references: np.ndarray, names: Sequence[str], value_range: float
+) -> list[Agreement]:
+    """Per-image figures of (N, C, H, W) outputs against references, normalised to [0, 1]."""
+    scale = np.float32(1.0 / value_range)
+    return [
+        agreement(o * scale, r * scale, data_range=1.0, channel_axis=0)
+        for o, r in zip(outputs, references, strict=True)
+    ]
+
+
+def verify_onnx_against_torch(
+    session: OrtSession,
+    built: BuiltModel,
+    image_paths: Sequence[Path],
+    shapes: Sequence[tuple[int, int]],
+    max_abs_limit: float,
+    artifact: str,
+) -> VerificationReport:
+    """Run ``session`` and the PyTorch model on real images at each shape; judge by max abs error.
+
+    At each shape: batch 1 on every image, then one batch of all images.
+    """
+    ref = built.ref
+    spec = TensorSpec(INPUT_NAME, ref.variant.in_channels, color_order=ref.variant.color_order,
+                      value_range=ref.variant.value_range)  # fmt: skip
+    report = VerificationReport(
+        artifact=artifact, reference="pytorch fp32", criterion=f"max abs <= {max_abs_limit:g}"
+    )
+    for shape in shapes:
+        names, batch = image_batch(image_paths, spec, shape)
+        expected = torch_outputs(built, batch)
+        for i, name in enumerate(names):
+            got = session.run(batch[i : i + 1])
+            (fig,) = compare_batches(got, expected[i : i + 1], [name], ref.variant.value_range)
+            report.comparisons.append(Comparison((name,), 1, shape, fig))
+        if len(names) > 1:
+            got = session.run(batch)
+            figs = compare_batches(got, expected, names, ref.variant.value_range)
+            worst = Agreement(
+                max(f.max_abs for f in figs), min(f.psnr for f in figs),
+                min(f.ssim for f in figs), sum(f.nonfinite for f in figs),
+            )  # fmt: skip
+            report.comparisons.append(Comparison(tuple(names), len(names), shape, worst))
+    w = report.worst
+    report.passed = w.nonfinite == 0 and w.max_abs <= max_abs_limit
+    return report
