@@ -22,7 +22,7 @@ Differences from the official code, all intended:
   which is what the released weights were trained with.
 * The official loader is non-strict: an 80-block checkpoint loaded into a 16-block model (the
   option default) silently yields a half-random network. Ours loads strictly, and
-  :meth:`check_state_dict` names the block count a file has when it differs from the model's.
+  ``describe_mismatch`` names the block count a file has when it differs from the model's.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from restorekit.errors import WeightsError
 from restorekit.models.pyramid_attention import PyramidAttention, attention_bytes
 
 __all__ = ["PANet", "PAEDSR", "attention_bytes", "n_resblocks_from_state_dict"]
@@ -105,20 +104,21 @@ class _PyramidNet(nn.Module):
         """The pyramid attention module (``body.<n_resblocks/2>``)."""
         return self.body[self.n_resblocks // 2]
 
-    def check_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
-        """Raise a clear error when ``sd`` was saved from a network with another block count.
+    def describe_mismatch(self, sd: Mapping[str, torch.Tensor]) -> str | None:
+        """Say so when ``sd`` was saved from a network with another block count, else ``None``.
 
-        Raises:
-            WeightsError: the keys show a different number of residual blocks than this model.
+        :func:`restorekit.models.checkpoint.load_weights` puts this sentence first in the
+        :class:`~restorekit.errors.WeightsError` it raises for weights that do not fit.
         """
         found = n_resblocks_from_state_dict(sd)
-        if found is not None and found != self.n_resblocks:
-            raise WeightsError(
-                f"the weights hold {found} residual blocks (attention at body.{found // 2}, final "
-                f"body conv at body.{found + 1}) but this {type(self).__name__} has "
-                f"{self.n_resblocks} (attention at body.{self.n_resblocks // 2}). Build the model "
-                f"with n_resblocks={found}, or use weights made for {self.n_resblocks} blocks."
-            )
+        if found is None or found == self.n_resblocks:
+            return None
+        return (
+            f"the file holds {found} residual blocks (attention at body.{found // 2}, final body "
+            f"conv at body.{found + 1}) but this {type(self).__name__} has {self.n_resblocks} "
+            f"(attention at body.{self.n_resblocks // 2}); build it with n_resblocks={found}, "
+            f"or use weights made for {self.n_resblocks} blocks"
+        )
 
 
 class PANet(_PyramidNet):

@@ -63,9 +63,9 @@ def attention_bytes(tile: tuple[int, int], batch: int = 1, bytes_per_value: int 
     """Bytes of one attention score matrix (L x H*W per image) for a feature tile.
 
     This is the term that grows with the square of the tile area. A forward pass holds the scores
-    and their softmax at the same time, so budget at least twice this figure for the attention
-    alone (plus the convolutional activations, which are linear in the tile area). For PANet and
-    PA-EDSR the attention runs at the input resolution, so ``tile`` is the input tile.
+    and their softmax at the same time, so budget at least twice this figure (full PANet in ONNX
+    Runtime: peak growth 2.0 to 2.2 times it at 48x48 to 80x80; see ``catalog/panet.py``). For
+    PANet and PA-EDSR the attention runs at the input resolution, so ``tile`` is the input tile.
 
     Args:
         tile: (height, width) of the feature map the attention sees.

@@ -301,7 +301,7 @@ def test_wrong_block_count_fails_clearly(tmp_path, saved, built):
     ref = resolve("panet.dn_s50")
     torch.save(official_panet(saved, 16), tmp_path / "model_N50.pt")
     model = ref.build(n_resblocks=built, n_feats=16)
-    with pytest.raises(WeightsError, match=f"hold {saved} residual blocks") as info:
+    with pytest.raises(WeightsError, match=f"file holds {saved} residual blocks") as info:
         load_weights(model, ref, tmp_path / "model_N50.pt")
     assert f"n_resblocks={saved}" in str(info.value)
 
@@ -309,8 +309,18 @@ def test_wrong_block_count_fails_clearly(tmp_path, saved, built):
 def test_wrong_block_count_fails_for_paedsr(tmp_path):
     ref = resolve("pa-edsr.sr_x4")
     torch.save(official_paedsr(6, 16, 4), tmp_path / "model_x4.pt")
-    with pytest.raises(WeightsError, match="hold 6 residual blocks"):
+    with pytest.raises(WeightsError, match="file holds 6 residual blocks"):
         load_weights(ref.build(**TINY), ref, tmp_path / "model_x4.pt")
+
+
+def test_gray_checkpoint_for_rgb_variant_names_the_fitting_variants(tmp_path):
+    ref = resolve("panet.dn_s30")
+    torch.save(official_panet(80, 64, colors=1), tmp_path / "Q10.pt")
+    with torch.device("meta"):
+        model = ref.build()
+    with pytest.raises(WeightsError, match="fit panet.car_q10, panet.car_q20") as info:
+        load_weights(model, ref, tmp_path / "Q10.pt")
+    assert "head.0.weight" in str(info.value)
 
 
 def test_released_size_checkpoint_loads_into_full_panet(tmp_path):
