@@ -370,6 +370,35 @@ def test_onnx_matches_pytorch_at_default_tile(tmp_path, name):
     assert err.max() <= 2e-4, f"max {err.max():.2e}, mean {err.mean():.2e}"
 
 
+@pytest.mark.parametrize("name", ["panet.dn_s30", "pa-edsr.sr_x3"])
+def test_dynamic_height_width_onnx_is_correct_at_other_shapes(tmp_path, name):
+    # Backs size_rule.shape_general: one graph traced at 24x24 serves other shapes.
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = resolve(name).build(**TINY).eval()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    path = tmp_path / "dynamic.onnx"
+    torch.onnx.export(
+        model,
+        (torch.rand(2, 3, 24, 24),),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": axes, "output": axes},
+    )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 20, 31), (3, 3, 37, 29), (1, 3, 10, 45)]:
+        x = torch.rand(shape)
+        with torch.no_grad():
+            want = model(x).numpy()
+        got = sess.run(None, {"input": x.numpy()})[0]
+        assert got.shape == want.shape
+        err = np.abs(got - want)
+        assert err.max() <= 2e-4, f"{shape}: max {err.max():.2e}, mean {err.mean():.2e}"
+
+
 class _Pyramid(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h, w = x.shape[-2:]
