@@ -174,6 +174,38 @@ def test_panet_forward_composition():
     assert (got - want).abs().max() <= 1e-5, report(got, want)
 
 
+def _paedsr_forward_by_hand(model, x: torch.Tensor, scale: int) -> torch.Tensor:
+    # EDSR: mean shift by the DIV2K RGB mean (rgb_range 1), residual scale 0.1 in the blocks and
+    # the attention, ReLU, PixelShuffle upsampler, mean added back.
+    mean = torch.tensor([0.4488, 0.4371, 0.4040]).reshape(1, 3, 1, 1)
+    feat = model.head(x - mean)
+    y = feat
+    n = model.n_resblocks
+    for i in range(n + 1):
+        if i == n // 2:
+            y = literal_attention(model.body[i], y)
+            continue
+        blk = model.body[i].body
+        y = blk[2](torch.relu(blk[0](y))) * 0.1 + y
+    y = model.body[n + 1](y) + feat
+    convs = [m for m in model.tail[0] if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        y = F.pixel_shuffle(conv(y), 3 if scale == 3 else 2)
+    return model.tail[1](y) + mean
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_paedsr_forward_composition(scale):
+    torch.manual_seed(0)
+    model = resolve(f"pa-edsr.sr_x{scale}").build(**TINY).eval()
+    assert model.attention.res_scale == 0.1
+    x = torch.rand(2, 3, 9, 12)
+    with torch.no_grad():
+        got, want = model(x), _paedsr_forward_by_hand(model, x, scale)
+    assert got.shape == (2, 3, 9 * scale, 12 * scale)
+    assert (got - want).abs().max() <= 1e-5, report(got, want)
+
+
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_paedsr_output_size(scale):
     model = resolve(f"pa-edsr.sr_x{scale}").build(**TINY).eval()
@@ -275,6 +307,18 @@ def test_official_paedsr_checkpoint_with_msa_duplicates_loads(tmp_path, scale):
     load_weights(model, ref, tmp_path / f"model_x{scale}.pt")
     _assert_loaded(model, sd)
     assert torch.equal(model.attention.escape_NaN, torch.tensor([1e-4]))
+
+
+def test_paedsr_released_layout_attention_at_body_16(tmp_path):
+    # The released block count (32): attention keys under both msa.* and body.16.*.
+    ref = resolve("pa-edsr.sr_x4")
+    sd = official_paedsr(32, 16, 4)
+    assert "msa.escape_NaN" in sd and "body.16.escape_NaN" in sd and "body.33.weight" in sd
+    torch.save(sd, tmp_path / "model_x4.pt")
+    model = ref.build(n_feats=16)
+    load_weights(model, ref, tmp_path / "model_x4.pt")
+    _assert_loaded(model, sd)
+    assert model.attention is model.body[16]
 
 
 def test_paedsr_checkpoint_with_only_msa_names_loads(tmp_path):
