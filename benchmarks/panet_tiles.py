@@ -85,8 +85,9 @@ def _worker_ort(path: str, tile: int, channels: int, runs: int, threads: int) ->
     return {"before": before, "peak": peak_first, "seconds": statistics.median(times), "all": times}
 
 
-def _spawn(*args: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", *args]
+def _spawn(options: argparse.Namespace, *args: str) -> dict:
+    cmd = [sys.executable, __file__, "--runs", str(options.runs), "--threads", str(options.threads)]
+    cmd += ["--worker", *args]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -121,9 +122,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for tile in args.tiles:
             path = str(Path(tmp) / f"panet_{tile}.onnx")
-            exp = _spawn("export", args.model, str(tile), path, "1" if args.simplify else "0")
-            pt = _spawn("torch", args.model, str(tile))
-            ox = _spawn("ort", path, str(tile), str(channels))
+            exp = _spawn(args, "export", args.model, str(tile), path, "1" if args.simplify else "0")
+            pt = _spawn(args, "torch", args.model, str(tile))
+            ox = _spawn(args, "ort", path, str(tile), str(channels))
             rows.append(
                 f"| {tile}x{tile} | {attention_bytes((tile, tile)) / mb:.0f} "
                 f"| {(pt['peak'] - pt['before']) / mb:.0f} | {pt['seconds']:.2f} "
