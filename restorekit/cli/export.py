@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic height/width (only where verified at a second shape)")  # fmt: skip
     p.add_argument("--images", type=Path, nargs="+", help="verification images (default: samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    p.add_argument("--engine", action="store_true",
+                   help="also build a TensorRT engine here (without TensorRT: print the "
+                   "restore-build command to run on the target)")  # fmt: skip
     return p
 
 
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             dynamic=args.dynamic, images=tuple(args.images) if args.images else None,
             seed=args.seed,
         )  # fmt: skip
-        if args.weights is None:
+        if args.weights is None and not ref.variant.bundled_weights:
             print(f"note: no --weights given: exporting {ref.name} with RANDOM weights "
                   f"(seed {args.seed})", file=sys.stderr)  # fmt: skip
         with tqdm(total=len(STAGES), desc="export", unit="stage", file=sys.stderr) as bar:
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             result = export_model(options, on_stage)
             bar.update(bar.total - bar.n)
         print("\n".join(export_summary(result)))
+        if args.engine:
+            from restorekit.export.engine import engine_or_command
+
+            print("\n".join(engine_or_command(result.onnx_path)))
         return 0
 
     return run(command)

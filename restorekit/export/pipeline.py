@@ -21,11 +21,13 @@ from restorekit.data import sample_paths
 from restorekit.errors import ExportError, VerificationError
 from restorekit.export.simplify import check_graph, op_counts, simplify_graph
 from restorekit.export.targets import targets_for
-from restorekit.export.trace import INPUT_NAME, OUTPUT_NAME, onnx_from_model
+from restorekit.export.trace import onnx_from_model
 from restorekit.export.verify import OrtSession, VerificationReport, verify_onnx_against_torch
 from restorekit.files import file_sha256, write_bytes_atomic, write_text_atomic
 from restorekit.manifest import (
+    INPUT_NAME,
     METADATA_KEY,
+    OUTPUT_NAME,
     BatchRange,
     Manifest,
     PrecisionPlan,

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorekit.errors import require
-from restorekit.export.trace import INPUT_NAME, ResultOnly
-from restorekit.manifest import TensorSpec
-from restorekit.metrics import Agreement, agreement
+from restorekit.export.compare import OrtSession, compare_batches, worst_of
+from restorekit.export.trace import ResultOnly
+from restorekit.manifest import INPUT_NAME, TensorSpec
+from restorekit.metrics import Agreement
 from restorekit.models.build import BuiltModel
 from restorekit.runtime.imageio import read_image
 from restorekit.runtime.pixels import to_model_input
@@ -60,22 +60,6 @@ def torch_outputs(built: BuiltModel, batch: np.ndarray) -> np.ndarray:
         return wrapper(torch.from_numpy(batch)).float().numpy()
 
 
-class OrtSession:
-    """A CPU ONNX Runtime session over an in-memory or on-disk graph, for checks."""
-
-    def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
-        ort = require("onnxruntime", "ort", "Checking an ONNX graph")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        src = model if isinstance(model, bytes) else str(model)
-        self._session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {INPUT_NAME: batch})[0]
-
-
 @dataclass(frozen=True)
 class Comparison:
     """One comparison: which images, at which batch size and shape, and the figures."""
@@ -107,13 +91,7 @@ class VerificationReport:
 
     @property
     def worst(self) -> Agreement:
-        figs = [c.figures for c in self.comparisons]
-        return Agreement(
-            max_abs=max(f.max_abs for f in figs),
-            psnr=min(f.psnr for f in figs),
-            ssim=min(f.ssim for f in figs),
-            nonfinite=sum(f.nonfinite for f in figs),
-        )
+        return worst_of([c.figures for c in self.comparisons])
 
     def to_dict(self) -> dict:
         return {
@@ -144,17 +122,6 @@ class VerificationReport:
         return "\n".join(rows)
 
 
-def compare_batches(
-    outputs: np.ndarray, references: np.ndarray, names: Sequence[str], value_range: float
-) -> list[Agreement]:
-    """Per-image figures of (N, C, H, W) outputs against references, normalised to [0, 1]."""
-    scale = np.float32(1.0 / value_range)
-    return [
-        agreement(o * scale, r * scale, data_range=1.0, channel_axis=0)
-        for o, r in zip(outputs, references, strict=True)
-    ]
-
-
 def verify_onnx_against_torch(
     session: OrtSession,
     built: BuiltModel,
@@ -183,11 +150,7 @@ def verify_onnx_against_torch(
         if len(names) > 1:
             got = session.run(batch)
             figs = compare_batches(got, expected, names, ref.variant.value_range)
-            worst = Agreement(
-                max(f.max_abs for f in figs), min(f.psnr for f in figs),
-                min(f.ssim for f in figs), sum(f.nonfinite for f in figs),
-            )  # fmt: skip
-            report.comparisons.append(Comparison(tuple(names), len(names), shape, worst))
+            report.comparisons.append(Comparison(tuple(names), len(names), shape, worst_of(figs)))
     w = report.worst
     report.passed = w.nonfinite == 0 and w.max_abs <= max_abs_limit
     return report

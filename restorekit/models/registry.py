@@ -274,10 +274,11 @@ class Registry:
 
 
 def _build_registry() -> Registry:
-    from restorekit.models.catalog import mprnet, panet
+    from restorekit.models.catalog import mprnet, nlrn, panet
 
     registry = Registry()
     registry.add(mprnet.SPEC)
+    registry.add(nlrn.SPEC)
     registry.add(panet.SPEC)
     registry.add(panet.PAEDSR_SPEC)
     return registry
