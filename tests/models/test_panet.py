@@ -84,6 +84,34 @@ def test_attention_matches_literal_formulation(shape, channel, reduction, res_sc
     assert (got - want).abs().max() <= 1e-5, report(got, want)
 
 
+@pytest.mark.parametrize(
+    ("shape", "channel", "reduction"), [((2, 64, 24, 30), 64, 2), ((2, 32, 19, 21), 32, 8)]
+)
+def test_attention_equals_literal_formulation_in_float64(shape, channel, reduction):
+    # In float64 rounding vanishes, so only an algebraic difference could show.
+    torch.manual_seed(0)
+    m = PyramidAttention(channel=channel, reduction=reduction).double().eval()
+    x = torch.randn(shape, dtype=torch.float64)
+    with torch.no_grad():
+        got, want = m(x), literal_attention(m, x)
+    assert (got - want).abs().max() <= 1e-10, report(got, want)
+
+
+def test_attention_float32_error_at_full_panet_width():
+    # At PANet's width (64 channels, L = 3 278 keys at 32x32) float32 rounding in the softmax
+    # sums reaches ~1e-5 in either formulation: both are judged against the float64 literal.
+    torch.manual_seed(0)
+    m = PyramidAttention(channel=64, reduction=2).eval()
+    x = torch.randn(2, 64, 32, 32)
+    with torch.no_grad():
+        got = m(x)
+        literal32 = literal_attention(m, x)
+        exact = literal_attention(m.double(), x.double()).float()
+    assert (got - exact).abs().max() <= 1e-5, (
+        f"rewrite: {report(got, exact)}; float32 literal: {report(literal32, exact)}"
+    )
+
+
 def test_attention_is_not_trivial():
     # Guards the comparison above: the attention term must be of the order of the input.
     torch.manual_seed(1)
