@@ -21,7 +21,9 @@ during the pass, random weights, 2 CPU threads on a shared machine):
  80x80    21 120      541 MB      1 195 MB      1 331 MB        8.4 s
 ======== ========= ============= ============= ============= ====================
 
-So budget about 2.2 x ``attention_bytes`` per tile in the batch for ONNX Runtime. The official
+So budget about 2.2 x ``attention_bytes`` per tile in the batch for ONNX Runtime. PA-EDSR x2
+(256 features, same attention size): ONNX Runtime 205 MB and 6.4 s at 48x48, 519 MB and 12.6 s at
+64x64 (LR tiles). The official
 test (``--chop``) splits an image into quadrants with a 10-px shave until a tile is below 6 400 px
 (6 800 for denoising), so its attention never sees more than about 80x80 px; the published numbers
 are therefore those of tiled inference, and we cap the tile area at 6 400 px. The chop's tiles are
