@@ -43,7 +43,7 @@ from restorekit.models.registry import ArchSpec, CheckpointFormat, SizeRule, Var
 
 _RELEASE = "Google Drive folder of the SHI-Labs/Pyramid-Attention-Networks READMEs"
 _TITLE = "Pyramid Attention Networks for Image Restoration (Mei et al., 2020)"
-_LICENCE = "no licence file in SHI-Labs/Pyramid-Attention-Networks (research code)"
+_LICENCE = "MIT (SHI-Labs/Pyramid-Attention-Networks; EDSR-PyTorch parts MIT)"
 
 # The official chop's criterion (tile area below 6 400 px, 10-px shave on each inner border).
 _SIZE_RULE = SizeRule(multiple_of=1, max_tile_area=6400, shape_general=True)
