@@ -23,10 +23,10 @@ import numpy as np
 import onnx
 
 from restorekit.calibration.ranges import TensorRange, activation_ranges
-from restorekit.errors import require
 from restorekit.export.compare import score_graph
+from restorekit.export.fp16_graph import convert_to_fp16
 from restorekit.metrics import Agreement
-from restorekit.onnx_graph import drop_repeated_nodes, name_nodes, topological_sort
+from restorekit.onnx_graph import name_nodes
 
 FP16_MAX = 65504.0
 FP16_SAFE = FP16_MAX / 8
@@ -94,22 +94,11 @@ def fp16_overflow_risks(fp16: onnx.ModelProto, ranges: dict[str, TensorRange]) -
 
 
 def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
-    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32.
-
-    Casts are inserted at every FP32/FP16 boundary (ONNX Runtime's converter, which also keeps
-    inputs that must stay FP32, such as Resize scales).
-    """
-    f16 = require("onnxruntime.transformers.float16", "ort", "FP16 conversion")
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    converted = f16.convert_float_to_float16(
-        copy, keep_io_types=True, node_block_list=list(keep), max_finite_val=FP16_MAX
-    )
-    # The converter may add one identical Cast per consumer of a shared FP32-only constant (Resize
-    # scales) and appends some casts after their consumers.
-    drop_repeated_nodes(converted)
-    topological_sort(converted)
-    return converted
+    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32."""
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    name_nodes(named)
+    return convert_to_fp16(named, list(keep))
 
 
 def plan_fp16(
