@@ -1,5 +1,5 @@
 """Small, torch-free edits of ONNX graphs shared by FP16 planning and INT8 calibration:
-unique node names, topological order, removing repeated and orphaned nodes."""
+unique node names, topological order, removing orphaned nodes."""
 
 from __future__ import annotations
 
@@ -13,18 +13,6 @@ def name_nodes(model: onnx.ModelProto) -> None:
         if not node.name or node.name in seen:
             node.name = f"{node.op_type}_{i}"
         seen.add(node.name)
-
-
-def drop_repeated_nodes(model: onnx.ModelProto) -> None:
-    """Remove exact repeats of a node (same name, inputs, outputs and attributes)."""
-    seen: set[bytes] = set()
-    kept = []
-    for node in model.graph.node:
-        key = node.SerializeToString()
-        if key not in seen:
-            seen.add(key)
-            kept.append(node)
-    _replace_nodes(model, kept)
 
 
 def topological_sort(model: onnx.ModelProto) -> None:

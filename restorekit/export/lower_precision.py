@@ -16,6 +16,7 @@ from restorekit.calibration.cache import CalibrationCache, cache_from_amax
 from restorekit.calibration.feeds import CalibrationSet
 from restorekit.calibration.qdq import qdq_from_model, quantizable_nodes
 from restorekit.calibration.search import search_exclusions
+from restorekit.errors import VerificationError
 from restorekit.export.precision import evaluator, plan_fp16
 from restorekit.export.verify import ReferenceSet
 from restorekit.manifest import CalibrationRecord, PrecisionPlan
@@ -46,6 +47,11 @@ def fp16_graph(
     model = _named_copy(fp32)
     evaluate = evaluator(refs.inputs, refs.expected, value_range)
     plan, fp16 = plan_fp16(model, list(calibration.batches(1)), evaluate, min_psnr, say)
+    if plan.overflow_risks:  # the plan keeps every out-of-range tensor FP32; this is its check
+        raise VerificationError(
+            f"FP16 plan left {len(plan.overflow_risks)} FP16 tensors whose measured range exceeds "
+            f"65504 (e.g. {plan.overflow_risks[0]}); this is a bug, please report it"
+        )
     return LoweredGraph(
         precision="fp16",
         model=fp16,

@@ -15,6 +15,7 @@ the graph and ONNX Runtime are all it needs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,10 +23,10 @@ import numpy as np
 import onnx
 
 from restorekit.calibration.ranges import TensorRange, activation_ranges
-from restorekit.errors import require
 from restorekit.export.compare import score_graph
+from restorekit.export.fp16_graph import convert_to_fp16
 from restorekit.metrics import Agreement
-from restorekit.onnx_graph import drop_repeated_nodes, name_nodes, topological_sort
+from restorekit.onnx_graph import name_nodes
 
 FP16_MAX = 65504.0
 FP16_SAFE = FP16_MAX / 8
@@ -47,13 +48,17 @@ class Fp16Plan:
     kept: dict[str, str] = field(default_factory=dict)
     released: list[str] = field(default_factory=list)  # fragile op types measured safe in FP16
     trail: list[dict] = field(default_factory=list)
+    overflow_risks: list[str] = field(default_factory=list)  # must stay empty
 
 
 def range_unsafe_nodes(model: onnx.ModelProto, ranges: dict[str, TensorRange]) -> dict[str, str]:
-    """Nodes with an output beyond :data:`FP16_SAFE` or non-finite, with the measured figure."""
+    """Nodes with an input or output beyond :data:`FP16_SAFE` or non-finite, with the figure.
+
+    An input counts too: casting it to FP16 on the way in would already overflow.
+    """
     unsafe: dict[str, str] = {}
     for node in model.graph.node:
-        for out in node.output:
+        for out in list(node.output) + list(node.input):
             r = ranges.get(out)
             if r is None:
                 continue
@@ -66,23 +71,34 @@ def range_unsafe_nodes(model: onnx.ModelProto, ranges: dict[str, TensorRange]) -
     return unsafe
 
 
-def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
-    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32.
+def fp16_overflow_risks(fp16: onnx.ModelProto, ranges: dict[str, TensorRange]) -> list[str]:
+    """FP16-typed tensors of a converted graph whose measured FP32 range exceeds FP16's maximum.
 
-    Casts are inserted at every FP32/FP16 boundary (ONNX Runtime's converter, which also keeps
-    inputs that must stay FP32, such as Resize scales).
+    ONNX Runtime's CPU provider computes many FP16 operators in FP32 internally, so running the
+    graph on a CPU does not show an overflow a GPU would hit; this check reads the types instead.
     """
-    f16 = require("onnxruntime.transformers.float16", "ort", "FP16 conversion")
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    converted = f16.convert_float_to_float16(
-        copy, keep_io_types=True, node_block_list=list(keep), max_finite_val=FP16_MAX
-    )
-    # The converter may add one identical Cast per consumer of a shared FP32-only constant (Resize
-    # scales) and appends some casts after their consumers.
-    drop_repeated_nodes(converted)
-    topological_sort(converted)
-    return converted
+    inferred = onnx.shape_inference.infer_shapes(fp16)
+    half = {v.name for v in inferred.graph.value_info
+            if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}  # fmt: skip
+    source = {n.output[0]: n.input[0] for n in fp16.graph.node if n.op_type == "Cast"}
+
+    def peak(name: str) -> float:
+        seen = set()
+        while name not in ranges and name in source and name not in seen:
+            seen.add(name)
+            name = source[name]
+        r = ranges.get(name)
+        return math.inf if r is not None and r.nonfinite else (r.max_abs if r else 0.0)
+
+    return sorted(t for t in half if peak(t) > FP16_MAX)
+
+
+def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
+    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32."""
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    name_nodes(named)
+    return convert_to_fp16(named, list(keep))
 
 
 def plan_fp16(
@@ -121,7 +137,9 @@ def plan_fp16(
             plan.released.append(op_type)
             for n in fragile[op_type]:
                 del plan.kept[n]
-    return plan, to_fp16(model, list(plan.kept))
+    final = to_fp16(model, list(plan.kept))
+    plan.overflow_risks = fp16_overflow_risks(final, ranges)
+    return plan, final
 
 
 def _db(value: float) -> float | str:
