@@ -1,114 +1,18 @@
-"""Decisions around a TensorRT engine, in plain Python (CPU-tested): does it fit this TensorRT and
-this GPU, was it built from the ONNX beside it, and how large are its I/O buffers.
+"""An engine's I/O tensors and buffer sizes, in plain Python (CPU-tested).
 
-TensorRT engines are tied to the TensorRT release and the GPU they were built on, unless built
-version-compatible (same major, runtime at least as new) or hardware-compatible (any Ampere or
-newer GPU). A mismatch gives the command that rebuilds the engine on this machine.
+Whether an engine may run here at all (TensorRT release, GPU, source ONNX) is decided by
+:mod:`restorekit.engine_compat`, shared with the engine builder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from packaging.version import InvalidVersion, Version
 
 from restorekit.errors import ManifestError
-from restorekit.files import file_sha256
-from restorekit.manifest import Manifest
-from restorekit.naming import onnx_name
-
-_AMPERE = (8, 0)
-
-
-def _release(text: str) -> tuple[int, ...]:
-    try:
-        return Version(text).release
-    except InvalidVersion as exc:
-        raise ManifestError(f"unreadable TensorRT version {text!r} in the manifest") from exc
-
-
-def _cc(text: str) -> tuple[int, int]:
-    major, _, minor = str(text).partition(".")
-    try:
-        return int(major), int(minor or 0)
-    except ValueError as exc:
-        raise ManifestError(f"unreadable compute capability {text!r}") from exc
-
-
-def _sm(cc: str) -> str:
-    major, minor = _cc(cc)
-    return f"sm_{major}{minor}"
-
-
-def _short(version: str) -> str:
-    return ".".join(str(p) for p in _release(version)[:2])
-
-
-def source_onnx(engine_path: Path, manifest: Manifest) -> Path:
-    """Where the ONNX the engine was built from would sit: beside the engine, under the name the
-    engine record gives (else the exporter's naming)."""
-    if manifest.engine is not None and manifest.engine.onnx_file:
-        return engine_path.with_name(manifest.engine.onnx_file)
-    precision = manifest.precision.precision
-    return engine_path.with_name(onnx_name(manifest.model, precision, manifest.tile))
-
-
-def rebuild_command(engine_path: Path, manifest: Manifest) -> str:
-    return f"restore-build {source_onnx(engine_path, manifest).name}"
-
-
-def check_engine_manifest(
-    engine_path: Path,
-    manifest: Manifest,
-    trt_version: str,
-    compute_capability: str,
-    onnx_path: Path | None = None,
-) -> None:
-    """Refuse an engine that was built for another TensorRT, another GPU, or another ONNX.
-
-    Args:
-        engine_path: the ``.engine`` file (names the rebuild command).
-        manifest: its manifest (must carry an engine record).
-        trt_version: ``tensorrt.__version__`` here.
-        compute_capability: this GPU's, e.g. ``"8.9"``.
-        onnx_path: the source ONNX to compare hashes with; ``None`` looks beside the engine and
-            skips the check when it is not there (a Jetson often gets only the engine).
-
-    Raises:
-        ManifestError: no engine record, or a mismatch; the message gives the rebuild command.
-    """
-    record = manifest.engine
-    cmd = rebuild_command(engine_path, manifest)
-    if record is None:
-        raise ManifestError(
-            f"{engine_path.name}: the manifest has no engine record (is it an ONNX manifest?); "
-            f"run `{cmd}` to build an engine with its manifest"
-        )
-    built, here = _release(record.tensorrt_version), _release(trt_version)
-    if record.version_compatible:
-        version_ok = built[:1] == here[:1] and here >= built
-    else:
-        version_ok = built[:3] == here[:3]
-    built_cc, here_cc = _cc(record.compute_capability), _cc(compute_capability)
-    hardware_ok = here_cc >= _AMPERE if record.hardware_compatible else built_cc == here_cc
-    if not (version_ok and hardware_ok):
-        raise ManifestError(
-            f"{engine_path.name} was built for {_sm(record.compute_capability)} / TensorRT "
-            f"{_short(record.tensorrt_version)}, this GPU is {_sm(compute_capability)} / "
-            f"{_short(trt_version)}: run `{cmd}`"
-        )
-    onnx = onnx_path or source_onnx(engine_path, manifest)
-    if manifest.onnx_sha256 and onnx.is_file():
-        actual = file_sha256(onnx)
-        if actual != manifest.onnx_sha256:
-            raise ManifestError(
-                f"{engine_path.name} was built from another version of {onnx.name} (sha256 "
-                f"{manifest.onnx_sha256[:12]}…, the file now has {actual[:12]}…): run `{cmd}`"
-            )
 
 
 @dataclass(frozen=True)

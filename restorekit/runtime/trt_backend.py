@@ -11,6 +11,7 @@ same time. All sizing and compatibility decisions live in :mod:`restorekit.runti
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,18 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from restorekit.device import DeviceFacts
+from restorekit.engine_compat import check_engine_compat, rebuild_command
 from restorekit.errors import ManifestError, require
 from restorekit.manifest import Manifest
 from restorekit.runtime.backend import Backend, IOSpec
 from restorekit.runtime.cuda_memory import DeviceMemory, open_device_memory
-from restorekit.runtime.engine_check import (
-    BufferPlan,
-    EngineTensor,
-    check_engine_manifest,
-    engine_tensors,
-    plan_buffers,
-    rebuild_command,
-)
+from restorekit.runtime.engine_check import BufferPlan, EngineTensor, engine_tensors, plan_buffers
 
 SLOTS = 2  # batches in flight: one computing while the next is copied in
 
@@ -102,16 +98,18 @@ class TrtBackend(Backend):
         mem = self._memory_arg or open_device_memory(self.device)
         self._mem = mem
         try:
-            check_engine_manifest(
-                self.path, self.manifest, trt.__version__, mem.compute_capability(), self.onnx_path
-            )
+            device = DeviceFacts(mem.device_name(), mem.compute_capability())
+            for warning in check_engine_compat(
+                self.manifest, trt.__version__, device, self.path, self.onnx_path
+            ):
+                warnings.warn(warning, stacklevel=2)
             logger = trt.Logger(trt.Logger.WARNING)
             runtime = trt.Runtime(logger)
             engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
             if engine is None:
                 raise ManifestError(
                     f"TensorRT {trt.__version__} could not deserialise {self.path.name} (see the "
-                    f"TensorRT log above): run `{rebuild_command(self.path, self.manifest)}`"
+                    f"TensorRT log above): run `{rebuild_command(self.manifest)}`"
                 )
             self._engine = engine
             self._runtime = runtime

@@ -9,6 +9,8 @@ import types
 import numpy as np
 import pytest
 
+from restorekit.device import DeviceFacts
+from restorekit.engine_compat import check_engine_compat
 from restorekit.errors import InputError, ManifestError, MissingDependencyError
 from restorekit.files import file_sha256
 from restorekit.manifest import (
@@ -20,12 +22,7 @@ from restorekit.manifest import (
     write_manifest,
 )
 from restorekit.runtime import cuda_memory
-from restorekit.runtime.engine_check import (
-    EngineTensor,
-    check_engine_manifest,
-    engine_tensors,
-    plan_buffers,
-)
+from restorekit.runtime.engine_check import EngineTensor, engine_tensors, plan_buffers
 from restorekit.runtime.restore import Restorer
 from restorekit.runtime.trt_backend import TrtBackend
 from tests.runtime import tinynet
@@ -51,14 +48,22 @@ def manifest(tile=(16, 16), batch=None, trt="10.3.0", cc="8.7", scale=2, **engin
 
 
 # -- compatibility ----------------------------------------------------------------------------------
+def check_engine_manifest(engine_path, manifest, trt_version, cc, onnx_path=None):
+    """The runtime's check, with a device of the given compute capability."""
+    device = DeviceFacts("Orin" if cc == "8.7" else f"GPU sm{cc}", cc)
+    return check_engine_compat(manifest, trt_version, device, engine_path, onnx_path)
+
+
 def test_mismatch_names_versions_gpus_and_rebuild_command(tmp_path):
     engine = tmp_path / "m.engine"
     with pytest.raises(ManifestError) as info:
         check_engine_manifest(engine, manifest(trt="10.3.0.30"), "10.8.0.43", "8.9")
-    assert str(info.value) == (
-        "m.engine was built for sm_87 / TensorRT 10.3, this GPU is sm_89 / 10.8: "
-        "run `restore-build mprnet.deblur.fp16.16x16.onnx`"
+    msg = str(info.value)
+    assert msg.startswith(
+        "m.engine was built for TensorRT 10.3.0.30, this device has TensorRT 10.8.0.43"
     )
+    assert "sm_87 (Orin), this GPU is sm_89" in msg
+    assert msg.endswith("`restore-build mprnet.deblur.fp16.16x16.onnx --batch 2`")
 
 
 @pytest.mark.parametrize(
@@ -95,7 +100,7 @@ def test_onnx_hash_mismatch_and_missing_record(tmp_path):
         check_engine_manifest(tmp_path / "m.engine", m, "10.3.0", "8.7")
     # the engine record names its source ONNX when the builder wrote one
     named = m.replace(engine=m.engine.__class__(**{**m.engine.__dict__, "onnx_file": "src.onnx"}))
-    with pytest.raises(ManifestError, match="run `restore-build src.onnx`"):
+    with pytest.raises(ManifestError, match="`restore-build src.onnx"):
         check_engine_manifest(tmp_path / "m.engine", named, "10.4.0", "8.7")
     with pytest.raises(ManifestError, match="no engine record"):
         check_engine_manifest(tmp_path / "m.engine", m.replace(engine=None), "10.3.0", "8.7")
@@ -367,7 +372,7 @@ def test_trt_backend_refuses_other_gpu_before_deserialising(tmp_path):
     m = manifest()
     path = _engine_file(tmp_path, m)
     with (
-        pytest.raises(ManifestError, match="sm_87 / TensorRT 10.3, this GPU is sm_89 / 10.8"),
+        pytest.raises(ManifestError, match=r"sm_87 \(Orin\), this GPU is sm_89"),
         TrtBackend(path, m, memory=mem, trt_module=fake_trt(mem, version="10.8.0")),
     ):
         pass
