@@ -11,6 +11,19 @@ from restorekit.manifest import TensorSpec
 
 # ITU-R BT.601 luma, as OpenCV's RGB2GRAY.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# "Y" models (JPEG artefact removal, SR on Y) were trained on studio-range Y as MATLAB's rgb2ycbcr
+# and scikit-image compute it: Y = (16 + 219 * luma) / 255. "GRAY" models take full-range luma.
+_STUDIO_OFFSET, _STUDIO_GAIN = np.float32(16.0 / 255.0), np.float32(219.0 / 255.0)
+
+
+def studio_from_full(y: np.ndarray) -> np.ndarray:
+    """Full-range luma in [0, 1] -> studio-range Y (16..235 / 255)."""
+    return y * _STUDIO_GAIN + _STUDIO_OFFSET
+
+
+def full_from_studio(y: np.ndarray) -> np.ndarray:
+    """Studio-range Y -> full-range luma (the inverse of :func:`studio_from_full`)."""
+    return (y - _STUDIO_OFFSET) / _STUDIO_GAIN
 
 
 def unit_float(image: np.ndarray) -> np.ndarray:
@@ -29,7 +42,8 @@ def to_model_input(
 ) -> np.ndarray:
     """An RGB (H, W, 3) or gray (H, W) image -> a (C, H, W) float32 tensor for the model.
 
-    Colour images feed one-channel models through their BT.601 luma; gray images feed
+    Colour images feed one-channel models through their BT.601 luma (studio range for
+    ``color_order "Y"``, full range for ``"GRAY"``); gray images feed
     three-channel models replicated. BGR models get their channels reversed. With ``out`` (a
     (C, H, W) array of any float dtype, e.g. a slot of a batch buffer) the result is written
     there and returned.
@@ -37,7 +51,7 @@ def to_model_input(
     Raises:
         InputError: unsupported dtype or channel count.
     """
-    if image.ndim == 3 and image.shape[2] == spec.channels and spec.color_order != "BGR":
+    if image.ndim == 3 and image.shape[2] == spec.channels and spec.color_order not in ("BGR", "Y"):
         # Fast path (the common case): one pass from HWC integers to CHW float32 model units.
         top = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
         if top is not None:
@@ -54,6 +68,8 @@ def to_model_input(
         x = (x @ _LUMA)[:, :, None]
     elif spec.channels == 3 and x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
+    if spec.channels == 1 and spec.color_order == "Y":
+        x = studio_from_full(x)
     if spec.channels == 3 and spec.color_order == "BGR":
         x = x[:, :, ::-1]
     chw = np.ascontiguousarray(x.transpose(2, 0, 1))
@@ -70,6 +86,8 @@ def to_unit_output(chw: np.ndarray, spec: TensorSpec) -> np.ndarray:
     x = chw.astype(np.float32, copy=False)
     if spec.value_range != 1.0:
         x = x / np.float32(spec.value_range)
+    if spec.channels == 1 and spec.color_order == "Y":
+        x = full_from_studio(x)
     if spec.channels == 3 and spec.color_order == "BGR":
         x = x[::-1]
     return np.clip(x.transpose(1, 2, 0), 0.0, 1.0)
@@ -108,6 +126,10 @@ def output_to_image(chw: np.ndarray, spec: TensorSpec, dtype: np.dtype) -> np.nd
     image; ``chw`` is modified in place (the tiler's accumulator, no longer needed).
     """
     top = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
+    if spec.channels == 1 and spec.color_order == "Y":
+        vr = np.float32(spec.value_range)
+        chw -= _STUDIO_OFFSET * vr
+        chw /= _STUDIO_GAIN
     np.clip(chw, 0.0, spec.value_range, out=chw)
     chw *= np.float32(top / spec.value_range)
     np.rint(chw, out=chw)
