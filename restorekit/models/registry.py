@@ -271,10 +271,14 @@ class Registry:
 
 
 def _build_registry() -> Registry:
-    from restorekit.models.catalog import mprnet
+    from restorekit.models.catalog import grl, mprnet
 
     registry = Registry()
     registry.add(mprnet.SPEC)
+    registry.add(grl.SPEC_TINY)
+    registry.add(grl.SPEC_SMALL)
+    registry.add(grl.SPEC_BASE)
+    registry.alias("grl", "grl-t.dn_c3s25")
     return registry
 
 
