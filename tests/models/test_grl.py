@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from restorekit.errors import TileSizeError, WeightsError
-from restorekit.models.checkpoint import load_weights
 from restorekit.models.catalog import grl as catalog
+from restorekit.models.checkpoint import load_weights
 from restorekit.models.grl import GRL, restore_any_size
 from restorekit.models.registry import resolve
 
@@ -67,8 +67,14 @@ def test_catalog_names_alias_and_size_rules() -> None:
     for name in ("grl-t.jpeg_c3q10", "grl-t.dm", "grl-s.db_gopro", "grl-t.bsr_x4"):
         with pytest.raises(KeyError):
             resolve(name)
-    for name, pad in (("grl-t.dn_c3s25", 128), ("grl-s.jpeg_c3q20", 144), ("grl-s.dm", 32),
-                      ("grl-b.db_gopro", 96), ("grl-b.sr_x4", 64), ("grl-b.bsr_x4", 64)):
+    for name, pad in (
+        ("grl-t.dn_c3s25", 128),
+        ("grl-s.jpeg_c3q20", 144),
+        ("grl-s.dm", 32),
+        ("grl-b.db_gopro", 96),
+        ("grl-b.sr_x4", 64),
+        ("grl-b.bsr_x4", 64),
+    ):
         ref = resolve(name)
         rule = catalog.size_rule(ref.variant)
         assert rule.multiple_of == pad
@@ -220,14 +226,19 @@ def _tiny_model(**extra) -> GRL:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "cpb_mlp" in name or "logit_scale" in name:
-                p.copy_(torch.randn_like(p) * (0.5 if "cpb_mlp" in name else 1.0) + 1.0 * ("logit" in name))
+                p.copy_(
+                    torch.randn_like(p) * (0.5 if "cpb_mlp" in name else 1.0)
+                    + 1.0 * ("logit" in name)
+                )
     return model
 
 
 def _report(ours: torch.Tensor, ref: torch.Tensor) -> str:
     err = (ours - ref).abs().flatten()
     q = torch.quantile(err[:100000], torch.tensor([0.5, 0.99]))
-    return f"max {err.max():.3g}, median {q[0]:.3g}, p99 {q[1]:.3g}, over 1e-5: {(err > 1e-5).sum()}"
+    return (
+        f"max {err.max():.3g}, median {q[0]:.3g}, p99 {q[1]:.3g}, over 1e-5: {(err > 1e-5).sum()}"
+    )
 
 
 @pytest.mark.parametrize("size", [(16, 32), (32, 16)])
@@ -246,7 +257,9 @@ def test_attention_equals_literal_formulation(size, block_index) -> None:
     anchor = torch.randn(2, h // 2, w // 2, dim // 2)
     attn = block.attn
     with torch.no_grad():
-        ours_w = attn.window_attn(qkv_w, size, positions["w_shifted" if block.window_shift else "w_plain"])
+        ours_w = attn.window_attn(
+            qkv_w, size, positions["w_shifted" if block.window_shift else "w_plain"]
+        )
         ref_w = literal_window_attention(attn.window_attn, qkv_w, size)
         ours_s = attn.stripe_attn(
             qkv_s, anchor, size, positions[f"{kind}_a2w_{tag}"], positions[f"{kind}_w2a_{tag}"]
@@ -384,3 +397,70 @@ def test_mismatched_checkpoint_names_the_variant_it_fits(tmp_path) -> None:
         load_weights(module, dn, path)
     assert "grl-t.sr_x4" in str(err.value)
     assert "upsample.up.0.weight" in str(err.value)
+
+
+# ---------------------------------------------------------------- ONNX export
+# Realistic window/stripe sizes (GRL SR: window 32, stripe 64x64, anchors /4) on a tiny width, so
+# an index or mask stored as a constant would dwarf the weights: one stripe index alone is
+# 4096 x 256 entries (4 MB as int32) against ~0.18 MB of parameters.
+ONNX_TINY = {"embed_dim": 16, "depths": [4], "num_heads_window": [2], "num_heads_stripe": [2]}
+
+
+def _tensor_bytes(graph) -> int:
+    import onnx
+
+    total = sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.graph.initializer)
+    for node in graph.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                total += onnx.numpy_helper.to_array(attr.t).nbytes
+    return total
+
+
+@pytest.mark.parametrize("tile", [(64, 64), (64, 128)])
+def test_onnx_holds_only_weights_and_matches_pytorch(tile) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from restorekit.export.simplify import simplify_graph
+    from restorekit.export.trace import INPUT_NAME, onnx_from_model
+
+    ref = resolve("grl-t.sr_x2")
+    torch.manual_seed(4)
+    model = ref.build(**ONNX_TINY).eval()
+    # Same trace (free batch) and simplification (onnxsim constant folding) as restore-export.
+    simp = simplify_graph(onnx_from_model(model, tile, 3))
+    assert simp.simplified, simp.error
+    graph = simp.model
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    stored = _tensor_bytes(graph)
+    assert stored <= 1.10 * param_bytes, f"{stored} tensor bytes vs {param_bytes} parameter bytes"
+    # No tensor anywhere near the size of an index/mask of one stripe (4096 x 256).
+    import onnx
+
+    largest = max(onnx.numpy_helper.to_array(t).size for t in graph.graph.initializer)
+    assert largest <= 16 * 16 * 9 * 4
+
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, *tile, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {INPUT_NAME: x.numpy()})[0]
+        err = abs(got - expected)
+        assert err.max() <= 1e-4, f"batch {batch}: max {err.max():.3g}, mean {err.mean():.3g}"
+
+
+@pytest.mark.slow
+def test_restore_export_pipeline_verifies_tiny_grl(tmp_path) -> None:
+    from restorekit.export.pipeline import ExportOptions, export_model
+
+    result = export_model(
+        ExportOptions(
+            model="grl-t.sr_x2",
+            tile=(64, 64),
+            batch=2,
+            output_dir=tmp_path,
+            build_overrides=ONNX_TINY,
+        )
+    )
+    assert result.report.passed
+    assert result.report.worst.max_abs <= 1e-4

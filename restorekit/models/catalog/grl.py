@@ -135,8 +135,17 @@ def _sr(size: str) -> list[Variant]:
     df = 2 if size == "base" else 4
     return [
         _variant(
-            f"sr_x{s}", f"classical super-resolution x{s}", size, f"sr_grl_{size}_c3x{s}.ckpt",
-            window=32, stripe=(64, 64), df=df, tile=128, overlap=32, scale=s, upsampler=upsampler,
+            f"sr_x{s}",
+            f"classical super-resolution x{s}",
+            size,
+            f"sr_grl_{size}_c3x{s}.ckpt",
+            window=32,
+            stripe=(64, 64),
+            df=df,
+            tile=128,
+            overlap=32,
+            scale=s,
+            upsampler=upsampler,
         )
         for s in (2, 3, 4)
     ]
@@ -151,9 +160,16 @@ def _dn(size: str) -> list[Variant]:
         for s in (15, 25, 50):
             out.append(
                 _variant(
-                    f"dn_c{c}s{s}", f"{colour} denoising, sigma {s}", size,
+                    f"dn_c{c}s{s}",
+                    f"{colour} denoising, sigma {s}",
+                    size,
                     f"dn_grl_{size}_c{c}s{s}.ckpt",
-                    window=window, stripe=(64, 128), df=df, tile=256, overlap=32, channels=c,
+                    window=window,
+                    stripe=(64, 128),
+                    df=df,
+                    tile=256,
+                    overlap=32,
+                    channels=c,
                 )
             )
     return out
@@ -163,9 +179,16 @@ def _jpeg() -> list[Variant]:
     # GRL-S only. Window 36, stripe 72x144, pad 144; official test tile 288, overlap 36.
     return [
         _variant(
-            f"jpeg_c{c}q{q}", f"{colour} JPEG artefact removal, quality {q}", "small",
+            f"jpeg_c{c}q{q}",
+            f"{colour} JPEG artefact removal, quality {q}",
+            "small",
             f"jpeg_grl_small_c{c}q{q}.ckpt",
-            window=36, stripe=(72, 144), df=4, tile=288, overlap=36, channels=c,
+            window=36,
+            stripe=(72, 144),
+            df=4,
+            tile=288,
+            overlap=36,
+            channels=c,
         )
         for c, colour in ((3, "colour"), (1, "gray"))
         for q in (10, 20, 30, 40)
@@ -175,8 +198,15 @@ def _jpeg() -> list[Variant]:
 def _dm() -> Variant:
     # GRL-S only. Input is a 3-channel bilinear (MATLAB-style) demosaic, not raw Bayer.
     return _variant(
-        "dm", "demosaicking (input: bilinear-demosaicked RGB)", "small", "dm_grl_small.ckpt",
-        window=8, stripe=(32, 32), df=4, tile=256, overlap=16,
+        "dm",
+        "demosaicking (input: bilinear-demosaicked RGB)",
+        "small",
+        "dm_grl_small.ckpt",
+        window=8,
+        stripe=(32, 32),
+        df=4,
+        tile=256,
+        overlap=16,
     )
 
 
@@ -185,16 +215,32 @@ def _db() -> list[Variant]:
     # Official tiles: defocus 480 / overlap 48; motion tile=0 on the command line (yaml 480/48).
     motion = [
         _variant(
-            f"db_{key}", f"motion deblurring ({label})", "base",
+            f"db_{key}",
+            f"motion deblurring ({label})",
+            "base",
             f"db_motion_grl_base_{key}.ckpt",
-            window=12, stripe=(48, 96), df=4, tile=480, overlap=48,
+            window=12,
+            stripe=(48, 96),
+            df=4,
+            tile=480,
+            overlap=48,
         )
-        for key, label in (("gopro", "GoPro"), ("realblur_j", "RealBlur-J"), ("realblur_r", "RealBlur-R"))
+        for key, label in (
+            ("gopro", "GoPro"),
+            ("realblur_j", "RealBlur-J"),
+            ("realblur_r", "RealBlur-R"),
+        )
     ]
     defocus = _variant(
-        "db_defocus", "single-image defocus deblurring (DPDD)", "base",
+        "db_defocus",
+        "single-image defocus deblurring (DPDD)",
+        "base",
         "db_defocus_single_pixel_grl_base.ckpt",
-        window=16, stripe=(48, 96), df=4, tile=480, overlap=48,
+        window=16,
+        stripe=(48, 96),
+        df=4,
+        tile=480,
+        overlap=48,
     )
     return [*motion, defocus]
 
@@ -202,8 +248,17 @@ def _db() -> list[Variant]:
 def _bsr() -> Variant:
     # GRL-B, GAN-trained real-world x4 SR; nearest+conv tail; window 16, stripe 32x64, pad 64.
     return _variant(
-        "bsr_x4", "real-world super-resolution x4 (BSR, GAN)", "base", "bsr_grl_base.ckpt",
-        window=16, stripe=(32, 64), df=4, tile=128, overlap=16, scale=4, upsampler="nearest+conv",
+        "bsr_x4",
+        "real-world super-resolution x4 (BSR, GAN)",
+        "base",
+        "bsr_grl_base.ckpt",
+        window=16,
+        stripe=(32, 64),
+        df=4,
+        tile=128,
+        overlap=16,
+        scale=4,
+        upsampler="nearest+conv",
     )
 
 
@@ -227,8 +282,6 @@ def _spec(name: str, size: str, variants: list[Variant], default: str) -> ArchSp
 
 
 SPEC_TINY = _spec("grl-t", "tiny", [*_sr("tiny"), *_dn("tiny")], "dn_c3s25")
-SPEC_SMALL = _spec(
-    "grl-s", "small", [*_sr("small"), *_dn("small"), *_jpeg(), _dm()], "dn_c3s25"
-)
+SPEC_SMALL = _spec("grl-s", "small", [*_sr("small"), *_dn("small"), *_jpeg(), _dm()], "dn_c3s25")
 SPEC_BASE = _spec("grl-b", "base", [*_sr("base"), *_dn("base"), *_db(), _bsr()], "sr_x4")
 SPECS = (SPEC_TINY, SPEC_SMALL, SPEC_BASE)

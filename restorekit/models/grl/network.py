@@ -41,12 +41,13 @@ from restorekit.models.grl.positions import (
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
-def bchw_to_blc(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(2).transpose(1, 2)
+def bchw_to_blc(x: torch.Tensor, x_size: tuple[int, int], channels: int) -> torch.Tensor:
+    # Explicit sizes (not flatten) so the traced graph has no Shape arithmetic.
+    return x.reshape(-1, channels, x_size[0] * x_size[1]).transpose(1, 2)
 
 
-def blc_to_bchw(x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-    return x.transpose(1, 2).reshape(-1, x.shape[-1], *x_size)
+def blc_to_bchw(x: torch.Tensor, x_size: tuple[int, int], channels: int) -> torch.Tensor:
+    return x.transpose(1, 2).reshape(-1, channels, *x_size)
 
 
 class Mlp(nn.Module):
@@ -84,6 +85,7 @@ class CAB(nn.Module):
 
     def __init__(self, num_feat: int, compress_ratio: int = 4, reduction: int = 18) -> None:
         super().__init__()
+        self.num_feat = num_feat
         self.cab = nn.Sequential(
             nn.Conv2d(num_feat, num_feat // compress_ratio, 3, 1, 1),
             nn.GELU(),
@@ -92,7 +94,7 @@ class CAB(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        return bchw_to_blc(self.cab(blc_to_bchw(x, x_size)))
+        return bchw_to_blc(self.cab(blc_to_bchw(x, x_size, self.num_feat)), x_size, self.num_feat)
 
 
 class EfficientMixAttnTransformerBlock(nn.Module):
@@ -149,10 +151,8 @@ class EfficientMixAttnTransformerBlock(nn.Module):
         a2w = positions[f"{kind}_a2w_{shifted}"]
         w2a = positions[f"{kind}_w2a_{shifted}"]
         attn = self.norm1(self.attn(x, x_size, window, a2w, w2a))
-        if self.local_connection:
-            x = x + attn + self.conv(x, x_size)
-        else:
-            x = x + attn
+        # GRL-B adds the local conv branch beside the attention (official order: x + attn + conv).
+        x = x + attn + self.conv(x, x_size) if self.local_connection else x + attn
         return x + self.norm2(self.mlp(x))
 
 
@@ -173,6 +173,7 @@ class TransformerStage(nn.Module):
         local_connection: bool,
     ) -> None:
         super().__init__()
+        self.dim = dim
         self.blocks = nn.ModuleList(
             EfficientMixAttnTransformerBlock(
                 dim=dim,
@@ -198,7 +199,8 @@ class TransformerStage(nn.Module):
         res = x
         for block in self.blocks:
             res = block(res, x_size, positions)
-        return bchw_to_blc(self.conv(blc_to_bchw(res, x_size))) + x
+        res = self.conv(blc_to_bchw(res, x_size, self.dim))
+        return bchw_to_blc(res, x_size, self.dim) + x
 
 
 class Upsample(nn.Module):
@@ -278,6 +280,7 @@ class GRL(nn.Module):
         out_channels = out_channels or in_channels
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.embed_dim = embed_dim
         self.upscale = upscale
         self.upsampler = upsampler
         self.img_range = img_range
@@ -340,7 +343,9 @@ class GRL(nn.Module):
         df = self.anchor_window_down_factor
         sizes = (*self.window_size, *self.stripe_size)
         if any(self.pad_size % s for s in sizes):
-            raise ValueError(f"window {self.window_size} and stripe {self.stripe_size} must divide {self.pad_size}")
+            raise ValueError(
+                f"window {self.window_size} and stripe {self.stripe_size} must divide {self.pad_size}"
+            )
         if any(s % df for s in self.stripe_size):
             raise ValueError(
                 f"stripe sizes {self.stripe_size} must be multiples of the anchor factor {df}"
@@ -357,7 +362,9 @@ class GRL(nn.Module):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
 
-    def positions(self, x_size: tuple[int, int], anchor: int | torch.Tensor) -> dict[str, Positions]:
+    def positions(
+        self, x_size: tuple[int, int], anchor: int | torch.Tensor
+    ) -> dict[str, Positions]:
         """Tables, indices and masks of every attention type at feature size ``x_size``.
 
         Keys: ``w_{plain,shifted}`` (window), ``{sh,sv}_{a2w,w2a}_{plain,shifted}`` (horizontal and
@@ -369,28 +376,32 @@ class GRL(nn.Module):
         table_w = coords_table(ws, 1, anchor)
         index_w = position_index(ws, 1, True, anchor)
         half = tuple(s // 2 for s in ws)
+        n_w = ws[0] * ws[1]
         out = {
-            "w_plain": Positions(table_w, index_w, None),
-            "w_shifted": Positions(table_w, index_w, shift_mask(x_size, ws, half)),
+            "w_plain": Positions(table_w, index_w, None, n_w, n_w),
+            "w_shifted": Positions(table_w, index_w, shift_mask(x_size, ws, half), n_w, n_w),
         }
         for kind, stripe in (("sh", self.stripe_size), ("sv", self.stripe_size[::-1])):
             table = coords_table(stripe, df, anchor)
             shift = tuple(s // 2 for s in stripe)
+            n_stripe = stripe[0] * stripe[1]
+            n_anchor = (stripe[0] // df) * (stripe[1] // df)
             for name, w2a in (("a2w", False), ("w2a", True)):
                 index = position_index(stripe, df, w2a, anchor)
                 mask = shift_mask(x_size, stripe, shift, df, w2a)
-                out[f"{kind}_{name}_plain"] = Positions(table, index, None)
-                out[f"{kind}_{name}_shifted"] = Positions(table, index, mask)
+                n = (n_stripe, n_anchor) if w2a else (n_anchor, n_stripe)
+                out[f"{kind}_{name}_plain"] = Positions(table, index, None, *n)
+                out[f"{kind}_{name}_shifted"] = Positions(table, index, mask, *n)
         return out
 
     def forward_features(
         self, x: torch.Tensor, x_size: tuple[int, int], anchor: int | torch.Tensor
     ) -> torch.Tensor:
         positions = self.positions(x_size, anchor)
-        x = self.norm_start(bchw_to_blc(x))
+        x = self.norm_start(bchw_to_blc(x, x_size, self.embed_dim))
         for layer in self.layers:
             x = layer(x, x_size, positions)
-        return blc_to_bchw(self.norm_end(x), x_size)
+        return blc_to_bchw(self.norm_end(x), x_size, self.embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Restore ``x`` of shape (B, C, H, W), H and W multiples of :attr:`pad_size`.

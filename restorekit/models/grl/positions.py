@@ -59,20 +59,15 @@ def coords_table(
     Equals the official ``get_relative_coords_table_all(window, [0, 0], down_factor)`` without its
     leading unit dimension: shape ``(wh + ah - 1, ww + aw - 1, 2)`` with ``a = w // down_factor``.
     """
-    axes = []
+    axes, lengths = [], []
     for w in window:
         a = w // down_factor
         positive = w - 1 - (w - a) // 2
         negative = -(a - 1) - (w - a) // 2
         axes.append(_log_spaced(_arange(negative, positive + 1, anchor, torch.float32), positive))
-    rows, cols = axes
-    return torch.stack(
-        [
-            rows[:, None].expand(rows.shape[0], cols.shape[0]),
-            cols[None, :].expand(rows.shape[0], cols.shape[0]),
-        ],
-        dim=-1,
-    )
+        lengths.append(positive - negative + 1)
+    (rows, cols), (nr, nc) = axes, lengths
+    return torch.stack([rows[:, None].expand(nr, nc), cols[None, :].expand(nr, nc)], dim=-1)
 
 
 def position_index(
@@ -108,7 +103,11 @@ def region_labels(length: int, window: int, shift: int) -> list[int]:
     ``[-shift:]`` in that order; Python slice semantics (including ``-0 == 0``) are kept.
     """
     labels = [0] * length
-    for label, part in ((0, slice(0, -window)), (1, slice(-window, -shift)), (2, slice(-shift, None))):
+    for label, part in (
+        (0, slice(0, -window)),
+        (1, slice(-window, -shift)),
+        (2, slice(-shift, None)),
+    ):
         for i in range(length)[part]:
             labels[i] = label
     return labels
@@ -137,11 +136,11 @@ class SeparableMask:
     rows: torch.Tensor
     cols: torch.Tensor
 
-    def apply(self, attn: torch.Tensor) -> torch.Tensor:
+    def apply(self, attn: torch.Tensor, heads: int) -> torch.Tensor:
         """Add the mask to logits ``(B * windows, heads, N1, N2)`` (windows in row-major order)."""
-        nwr, qr, kr = self.rows.shape
-        nwc, qc, kc = self.cols.shape
-        heads = attn.shape[1]
+        # Constant tensors built in Python: their shapes are plain ints even under tracing.
+        nwr, qr, kr = (int(n) for n in self.rows.shape)
+        nwc, qc, kc = (int(n) for n in self.cols.shape)
         # (B, window row, window col, head, query row, query col, key row, key col): 8 dims, the
         # most TensorRT allows.
         x = attn.reshape(-1, nwr, nwc, heads, qr, qc, kr, kc)
@@ -150,7 +149,7 @@ class SeparableMask:
         # x + (-100.0) is exactly x - 100.0, and x + 0.0 is x: bit-identical to the official add.
         masked = x - 100.0
         x = torch.where(rows, torch.where(cols, x, masked), masked)
-        return x.reshape(attn.shape)
+        return x.reshape(-1, heads, qr * qc, kr * kc)
 
 
 def shift_mask(
