@@ -406,19 +406,19 @@ def test_mismatched_checkpoint_names_the_variant_it_fits(tmp_path) -> None:
 ONNX_TINY = {"embed_dim": 16, "depths": [4], "num_heads_window": [2], "num_heads_stripe": [2]}
 
 
-def _tensor_bytes(graph) -> int:
+def _stored_tensors(graph) -> list:
     import onnx
 
-    total = sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.graph.initializer)
+    arrays = [onnx.numpy_helper.to_array(t) for t in graph.graph.initializer]
     for node in graph.graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR:
-                total += onnx.numpy_helper.to_array(attr.t).nbytes
-    return total
+                arrays.append(onnx.numpy_helper.to_array(attr.t))
+    return arrays
 
 
-@pytest.mark.parametrize("tile", [(64, 64), (64, 128)])
-def test_onnx_holds_only_weights_and_matches_pytorch(tile) -> None:
+@pytest.mark.slow
+def test_onnx_holds_only_weights_and_matches_pytorch() -> None:
     ort = pytest.importorskip("onnxruntime")
     from restorekit.export.simplify import simplify_graph
     from restorekit.export.trace import INPUT_NAME, onnx_from_model
@@ -426,27 +426,39 @@ def test_onnx_holds_only_weights_and_matches_pytorch(tile) -> None:
     ref = resolve("grl-t.sr_x2")
     torch.manual_seed(4)
     model = ref.build(**ONNX_TINY).eval()
-    # Same trace (free batch) and simplification (onnxsim constant folding) as restore-export.
-    simp = simplify_graph(onnx_from_model(model, tile, 3))
-    assert simp.simplified, simp.error
-    graph = simp.model
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    stored = _tensor_bytes(graph)
-    assert stored <= 1.10 * param_bytes, f"{stored} tensor bytes vs {param_bytes} parameter bytes"
-    # No tensor anywhere near the size of an index/mask of one stripe (4096 x 256).
-    import onnx
+    largest_param = max(p.numel() * p.element_size() for p in model.parameters())
+    file_sizes = []
+    for tile in ((64, 64), (64, 128)):
+        # Same trace (free batch) and simplification (onnxsim constant folding) as restore-export.
+        simp = simplify_graph(onnx_from_model(model, tile, 3))
+        assert simp.simplified, simp.error
+        graph = simp.model
+        arrays = _stored_tensors(graph)
+        stored = sum(a.nbytes for a in arrays)
+        assert stored <= 1.10 * param_bytes, f"{tile}: {stored} tensor bytes, {param_bytes} params"
+        # Nothing near one stripe's index or mask (4096 x 256 entries); the largest non-weight
+        # tensors are the boolean mask factors (windows x window x window per axis).
+        assert max(a.nbytes for a in arrays) <= largest_param, f"{tile}: a large constant is stored"
+        file_sizes.append((graph.ByteSize(), stored, len(graph.graph.node)))
 
-    largest = max(onnx.numpy_helper.to_array(t).size for t in graph.graph.initializer)
-    assert largest <= 16 * 16 * 9 * 4
-
-    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = torch.rand(batch, 3, *tile, generator=torch.Generator().manual_seed(batch))
-        with torch.no_grad():
-            expected = model(x).numpy()
-        got = session.run(None, {INPUT_NAME: x.numpy()})[0]
-        err = abs(got - expected)
-        assert err.max() <= 1e-4, f"batch {batch}: max {err.max():.3g}, mean {err.mean():.3g}"
+        session = ort.InferenceSession(
+            graph.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        for batch in (1, 2):
+            x = torch.rand(batch, 3, *tile, generator=torch.Generator().manual_seed(batch))
+            with torch.no_grad():
+                expected = model(x).numpy()
+            got = session.run(None, {INPUT_NAME: x.numpy()})[0]
+            err = abs(got - expected)
+            assert err.max() <= 1e-4, (
+                f"{tile} batch {batch}: max {err.max():.3g}, mean {err.mean():.3g}, "
+                f"99th percentile {float(sorted(err.ravel())[int(0.99 * err.size)]):.3g}"
+            )
+    # The graph is the same at both tiles; only the boolean mask factors (O(side x window)) grow.
+    (size0, stored0, nodes0), (size1, stored1, nodes1) = file_sizes
+    assert nodes0 == nodes1
+    assert size1 - size0 <= (stored1 - stored0) + 512, file_sizes
 
 
 @pytest.mark.slow

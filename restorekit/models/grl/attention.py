@@ -1,9 +1,10 @@
-"""GRL's mixed attention: window attention plus anchored stripe attention (paper Sec. 3, Fig. 3).
+"""GRL's mixed attention: window attention plus anchored stripe attention.
 
 Module and parameter names follow the official ``models/common/mixed_attn_block_efficient.py`` and
 ``mixed_attn_block.py`` so official checkpoints load strictly. The arithmetic is the official
 formulation; what differs is how positions and masks reach it (see ``positions.py``) and that
-tensors are reshaped with a free batch dimension (``-1``), never with ``int(...)`` of a size.
+tensors are reshaped with a free batch dimension (``-1``), never with ``int(...)`` of a batch
+size, and with sizes known as Python ints (no Shape arithmetic in a traced graph).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _attend(
     pos: Positions,
     merged_channels: int | None = None,
 ) -> torch.Tensor:
-    # Cosine attention (paper Eq. 2): normalised q . k, then scale, bias and mask.
+    # Cosine attention (Swin V2 style): normalised q . k, then scale, bias and mask.
     attn = _normalize(q) @ _normalize(k).transpose(-2, -1)
     attn = torch.softmax(transform(attn, pos), dim=-1)
     x = attn @ v  # (B_, heads, N1, head_dim)
@@ -147,7 +148,7 @@ class WindowAttention(nn.Module):
 
 
 class AnchorStripeAttention(nn.Module):
-    """Anchored stripe attention (paper Eq. 4): anchors attend to the stripe, the stripe to anchors.
+    """Anchored stripe attention: anchors attend to the stripe, then the stripe to the anchors.
 
     ``stripe_size`` is already oriented (horizontal stripes ``[h, w]``, vertical ``[w, h]``).
     """
