@@ -38,6 +38,10 @@ class VerificationError(RestoreKitError):
     """An artifact's output does not match the PyTorch reference; the message carries the figures."""
 
 
+class EngineBuildError(RestoreKitError):
+    """TensorRT could not parse the ONNX or build an engine; the message says why and what to try."""
+
+
 class ManifestError(RestoreKitError):
     """An artifact's manifest is missing, unreadable or does not fit the artifact or machine."""
 

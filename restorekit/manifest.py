@@ -21,6 +21,9 @@ from restorekit.files import write_text_atomic
 
 MANIFEST_VERSION = 1
 METADATA_KEY = "restorekit.manifest"
+# Every graph restorekit writes has one image input and one image output with these names.
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class EngineRecord:
     strongly_typed: bool = True
     hardware_compatible: bool = False
     version_compatible: bool = False
+    # Optimisation profile of the input, "min"/"opt"/"max" -> [N, C, H, W]: the shapes the engine
+    # accepts (the only record of them for dynamic height/width graphs).
+    profile: dict[str, list[int]] = field(default_factory=dict)
+    onnx_file: str = ""  # the ONNX it was built from, for the rebuild command
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,22 @@ def simplify_graph(model: onnx.ModelProto) -> SimplifyResult:
     """
     onnxsim = require("onnxsim", "export", "Graph simplification")
     before = len(model.graph.node)
+    # Folding a Mul into a Conv whose weight other Convs share (NLRN's recurrent states) would
+    # give every state its own copy of the weight: skip that pass where weights are shared.
+    skip = ["fuse_mul_into_conv"] if shared_conv_weights(model) else None
     try:
-        simplified, ok = onnxsim.simplify(model)
+        simplified, ok = onnxsim.simplify(model, skipped_optimizers=skip)
     except Exception as exc:  # onnxsim raises RuntimeError/ValueError/protobuf errors
         return SimplifyResult(model, before, before, error=f"{type(exc).__name__}: {exc}"[:300])
     if not ok:
         return SimplifyResult(model, before, before, error="onnxsim's own output check failed")
     return SimplifyResult(simplified, before, len(simplified.graph.node))
+
+
+def shared_conv_weights(model: onnx.ModelProto) -> bool:
+    """True when one initializer is the weight of several Conv nodes."""
+    weights = [n.input[1] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1]
+    return len(weights) != len(set(weights))
 
 
 def check_graph(model: onnx.ModelProto) -> None:

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from restorekit.errors import ExportError
+from restorekit.manifest import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 TRACE_BATCH = 2  # tracing at 2 (and verifying at 1 and more) exposes a batch size baked in
 
 

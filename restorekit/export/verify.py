@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorekit.errors import require
-from restorekit.export.trace import INPUT_NAME, ResultOnly
-from restorekit.manifest import TensorSpec
-from restorekit.metrics import Agreement, agreement
+from restorekit.export.compare import OrtSession, compare_batches, worst_of
+from restorekit.export.trace import ResultOnly
+from restorekit.manifest import INPUT_NAME, TensorSpec
+from restorekit.metrics import Agreement
 from restorekit.models.build import BuiltModel
 from restorekit.runtime.imageio import read_image
 from restorekit.runtime.pixels import to_model_input
@@ -60,22 +60,6 @@ def torch_outputs(built: BuiltModel, batch: np.ndarray) -> np.ndarray:
         return wrapper(torch.from_numpy(batch)).float().numpy()
 
 
-class OrtSession:
-    """A CPU ONNX Runtime session over an in-memory or on-disk graph, for checks."""
-
-    def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
-        ort = require("onnxruntime", "ort", "Checking an ONNX graph")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        src = model if isinstance(model, bytes) else str(model)
-        self._session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {INPUT_NAME: batch})[0]
-
-
 @dataclass(frozen=True)
 class Comparison:
     """One comparison: which images, at which batch size and shape, and the figures."""
@@ -107,13 +91,7 @@ class VerificationReport:
 
     @property
     def worst(self) -> Agreement:
-        figs = [c.figures for c in self.comparisons]
-        return Agreement(
-            max_abs=max(f.max_abs for f in figs),
-            psnr=min(f.psnr for f in figs),
-            ssim=min(f.ssim for f in figs),
-            nonfinite=sum(f.nonfinite for f in figs),
-        )
+        return worst_of([c.figures for c in self.comparisons])
 
     def to_dict(self) -> dict:
         return {
@@ -144,50 +122,71 @@ class VerificationReport:
         return "\n".join(rows)
 
 
-def compare_batches(
-    outputs: np.ndarray, references: np.ndarray, names: Sequence[str], value_range: float
-) -> list[Agreement]:
-    """Per-image figures of (N, C, H, W) outputs against references, normalised to [0, 1]."""
-    scale = np.float32(1.0 / value_range)
-    return [
-        agreement(o * scale, r * scale, data_range=1.0, channel_axis=0)
-        for o, r in zip(outputs, references, strict=True)
-    ]
+@dataclass(frozen=True)
+class ReferenceSet:
+    """Real images at one shape, in the model's convention, and PyTorch's outputs for them."""
+
+    names: tuple[str, ...]
+    inputs: np.ndarray
+    expected: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.inputs.shape[2]), int(self.inputs.shape[3])
 
 
-def verify_onnx_against_torch(
+def reference_set(
+    built: BuiltModel, image_paths: Sequence[Path], shape: tuple[int, int]
+) -> ReferenceSet:
+    """Fit ``image_paths`` to ``shape`` and run the PyTorch model on them once."""
+    variant = built.ref.variant
+    spec = TensorSpec(INPUT_NAME, variant.in_channels, color_order=variant.color_order,
+                      value_range=variant.value_range)  # fmt: skip
+    names, batch = image_batch(image_paths, spec, shape)
+    return ReferenceSet(tuple(names), batch, torch_outputs(built, batch))
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """Pass/fail rule: FP32 is judged by max abs error, reduced precision by PSNR."""
+
+    max_abs: float | None = None
+    min_psnr: float | None = None
+
+    def describe(self) -> str:
+        if self.max_abs is not None:
+            return f"max abs <= {self.max_abs:g}, no NaN/Inf"
+        return f"PSNR >= {self.min_psnr:g} dB, no NaN/Inf"
+
+    def passes(self, worst: Agreement) -> bool:
+        if worst.nonfinite:
+            return False
+        if self.max_abs is not None and worst.max_abs > self.max_abs:
+            return False
+        return self.min_psnr is None or worst.psnr >= self.min_psnr
+
+
+def verify_graph(
     session: OrtSession,
-    built: BuiltModel,
-    image_paths: Sequence[Path],
-    shapes: Sequence[tuple[int, int]],
-    max_abs_limit: float,
+    references: Sequence[ReferenceSet],
+    value_range: float,
+    criterion: Criterion,
     artifact: str,
 ) -> VerificationReport:
-    """Run ``session`` and the PyTorch model on real images at each shape; judge by max abs error.
-
-    At each shape: batch 1 on every image, then one batch of all images.
-    """
-    ref = built.ref
-    spec = TensorSpec(INPUT_NAME, ref.variant.in_channels, color_order=ref.variant.color_order,
-                      value_range=ref.variant.value_range)  # fmt: skip
+    """Run ``session`` on each reference set (batch 1 per image, then all images as one batch)."""
     report = VerificationReport(
-        artifact=artifact, reference="pytorch fp32", criterion=f"max abs <= {max_abs_limit:g}"
+        artifact=artifact, reference="pytorch fp32", criterion=criterion.describe()
     )
-    for shape in shapes:
-        names, batch = image_batch(image_paths, spec, shape)
-        expected = torch_outputs(built, batch)
-        for i, name in enumerate(names):
-            got = session.run(batch[i : i + 1])
-            (fig,) = compare_batches(got, expected[i : i + 1], [name], ref.variant.value_range)
-            report.comparisons.append(Comparison((name,), 1, shape, fig))
-        if len(names) > 1:
-            got = session.run(batch)
-            figs = compare_batches(got, expected, names, ref.variant.value_range)
-            worst = Agreement(
-                max(f.max_abs for f in figs), min(f.psnr for f in figs),
-                min(f.ssim for f in figs), sum(f.nonfinite for f in figs),
-            )  # fmt: skip
-            report.comparisons.append(Comparison(tuple(names), len(names), shape, worst))
-    w = report.worst
-    report.passed = w.nonfinite == 0 and w.max_abs <= max_abs_limit
+    for refs in references:
+        for i, name in enumerate(refs.names):
+            got = session.run(refs.inputs[i : i + 1])
+            (fig,) = compare_batches(got, refs.expected[i : i + 1], [name], value_range)
+            report.comparisons.append(Comparison((name,), 1, refs.shape, fig))
+        if len(refs.names) > 1:
+            got = session.run(refs.inputs)
+            figs = compare_batches(got, refs.expected, refs.names, value_range)
+            report.comparisons.append(
+                Comparison(refs.names, len(refs.names), refs.shape, worst_of(figs))
+            )
+    report.passed = criterion.passes(report.worst)
     return report

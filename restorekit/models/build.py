@@ -40,8 +40,9 @@ def model_from_name(
 ) -> BuiltModel:
     """Construct ``model`` (a registry name or ref) and load ``weights`` strictly, in eval mode.
 
-    Without ``weights`` the parameters are random but reproducible: ``torch.manual_seed(seed)``
-    precedes construction.
+    Without ``weights``, a variant that ships trained weights inside the package (the demo
+    variants) loads those; any other gets random but reproducible parameters
+    (``torch.manual_seed(seed)`` precedes construction).
 
     Raises:
         UnknownModelError: the name is not in the registry.
@@ -51,6 +52,8 @@ def model_from_name(
     overrides = dict(overrides or {})
     torch.manual_seed(seed)
     module = ref.build(**overrides)
+    if weights is None and ref.variant.bundled_weights and not overrides:
+        weights = bundled_weights_path(ref.variant.bundled_weights)
     if weights is None:
         record = f"random (seed {seed})"
     else:
@@ -58,6 +61,13 @@ def model_from_name(
         record = f"{Path(weights).name} sha256:{digest}"
     module.eval()
     return BuiltModel(module=module, ref=ref, weights=record, overrides=overrides)
+
+
+def bundled_weights_path(name: str) -> Path:
+    """Path of a weights file shipped in ``restorekit/data/weights``."""
+    from importlib import resources
+
+    return Path(str(resources.files("restorekit.data") / "weights" / name))
 
 
 def seed_from_record(weights: str) -> int | None:

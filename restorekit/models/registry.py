@@ -153,6 +153,8 @@ class ArchSpec:
         fp16 / int8: whether the reduced precision is known to be accurate for this architecture.
         blend: how overlapping tiles are merged (``feather`` or plain ``average``).
         licence: licence of the official code and weights.
+        tiny: configuration overrides giving a tiny network of the same code path (tests, smoke
+            runs); not a model anyone should deploy.
     """
 
     name: str
@@ -168,6 +170,7 @@ class ArchSpec:
     int8: PrecisionStatus = "unverified"
     blend: Blend = "feather"
     licence: str = ""
+    tiny: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -271,10 +274,13 @@ class Registry:
 
 
 def _build_registry() -> Registry:
-    from restorekit.models.catalog import grl, mprnet
+    from restorekit.models.catalog import grl, mprnet, nlrn, panet
 
     registry = Registry()
     registry.add(mprnet.SPEC)
+    registry.add(nlrn.SPEC)
+    registry.add(panet.SPEC)
+    registry.add(panet.PAEDSR_SPEC)
     registry.add(grl.SPEC_TINY)
     registry.add(grl.SPEC_SMALL)
     registry.add(grl.SPEC_BASE)

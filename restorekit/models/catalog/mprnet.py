@@ -46,4 +46,5 @@ SPEC = ArchSpec(
     # forward returns [stage3, stage2, stage1]; the first is the restored image.
     output_index=0,
     licence="MIT (swz30/MPRNet)",
+    tiny={"n_feat": 16, "scale_unetfeats": 8, "scale_orsnetfeats": 8, "num_cab": 2},
 )

@@ -1,0 +1,1 @@
+"""Calibration image sets, tile feeds, INT8 scales and caches (numpy, onnx, onnxruntime; no torch)."""

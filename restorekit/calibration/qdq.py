@@ -1,0 +1,147 @@
+"""INT8 as a Q/DQ graph following TensorRT's explicit-quantization rules (DESIGN.md §2).
+
+Symmetric int8; per-channel weights; per-tensor activations; QuantizeLinear/DequantizeLinear on the
+inputs of Conv / ConvTranspose / MatMul / Gemm; everything else stays in floating point. Scales come
+from calibration on real tiles (entropy, min-max or percentile), done by ONNX Runtime's static
+quantizer. Nodes named in ``exclude`` stay out of INT8 (the sensitivity search uses this).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from restorekit.calibration.feeds import CalibrationSet
+from restorekit.errors import RestoreKitError, require
+from restorekit.manifest import INPUT_NAME
+
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+METHODS = ("entropy", "minmax", "percentile")
+PERCENTILE = 99.99
+
+
+@dataclass(frozen=True)
+class QdqResult:
+    model: onnx.ModelProto
+    quantized_nodes: tuple[str, ...]  # nodes computing in INT8
+    excluded: tuple[str, ...]  # quantizable nodes kept in floating point
+    activation_amax: dict[str, float]  # tensor -> amax (scale * 127), for the calibration cache
+
+
+def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes whose inputs get Q/DQ (with a constant weight input)."""
+    consts = {i.name for i in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in consts
+    ]
+
+
+def qdq_from_model(
+    model: onnx.ModelProto,
+    calibration: CalibrationSet,
+    method: str = "entropy",
+    exclude: Sequence[str] = (),
+    quantize_outputs: bool = False,
+) -> QdqResult:
+    """Calibrate ``model`` (FP32, nodes named) on ``calibration`` and return its Q/DQ form.
+
+    By default only the inputs of the quantized operators get Q/DQ (TensorRT's rule; it fuses the
+    rest). ``quantize_outputs`` also quantizes their outputs, the pattern ONNX Runtime's CPU
+    provider needs to run integer convolutions (QLinearConv).
+
+    Raises:
+        RestoreKitError: unknown method.
+    """
+    if method not in METHODS:
+        raise RestoreKitError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
+    q = require("onnxruntime.quantization", "calibration", "INT8 calibration")
+    methods = {
+        "entropy": q.CalibrationMethod.Entropy,
+        "minmax": q.CalibrationMethod.MinMax,
+        "percentile": q.CalibrationMethod.Percentile,
+    }
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(calibration.batches(1))
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    targets = quantizable_nodes(model)
+    with tempfile.TemporaryDirectory(prefix="restorekit-qdq-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        q.quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=q.QuantFormat.QDQ,
+            activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_quantize=[n for n in targets if n not in set(exclude)],
+            calibrate_method=methods[method],
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "CalibPercentile": PERCENTILE,
+                "CalibTensorRangeSymmetric": True,
+                "DedicatedQDQPair": True,
+                "OpTypesToExcludeOutputQuantization": []
+                if quantize_outputs
+                else list(QUANTIZED_OPS),
+            },
+        )
+        result = onnx.load(str(dst))
+    if not quantize_outputs:
+        keep_float_for_other_consumers(result)
+    return QdqResult(
+        model=result,
+        quantized_nodes=tuple(n for n in targets if n not in set(exclude)),
+        excluded=tuple(n for n in targets if n in set(exclude)),
+        activation_amax=activation_amax(result),
+    )
+
+
+def keep_float_for_other_consumers(model: onnx.ModelProto) -> None:
+    """Give the float tensor back to every consumer of a Q/DQ'd activation that is not quantized.
+
+    ONNX Runtime puts one Q/DQ pair on a tensor and routes *all* its consumers through it, so a
+    residual skip next to a convolution would carry the quantization error too. TensorRT's rule is
+    Q/DQ on the inputs of the quantized operators only; everything else reads the float value.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+
+
+def activation_amax(model: onnx.ModelProto) -> dict[str, float]:
+    """Per-tensor amax of the activations a Q/DQ graph quantizes (weights are not listed)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    amax: dict[str, float] = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
+            continue
+        scale = onnx.numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
+        if scale is not None and scale.size == 1:
+            amax[node.input[0]] = float(np.asarray(scale).reshape(-1)[0]) * 127.0
+    return amax

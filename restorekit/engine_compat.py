@@ -1,0 +1,116 @@
+"""Can this device run that engine? The check the runtime makes before deserializing an engine.
+
+A TensorRT engine runs only with the TensorRT release that built it (unless built
+version-compatible: then later releases of the same major) and only on GPUs of the compute
+capability it was built for (unless built hardware-compatible: then any Ampere-or-newer GPU).
+TensorRT's own refusal is a cryptic deserialization error; this check reads the engine's manifest
+first and says what to run instead.
+
+Torch-free and TensorRT-free: used by the runtime (on the device) and by the engine builder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from restorekit.device import DeviceFacts
+from restorekit.errors import ManifestError
+from restorekit.manifest import Manifest
+from restorekit.naming import onnx_name
+
+AMPERE = (8, 0)
+
+
+def rebuild_command(manifest: Manifest) -> str:
+    """The ``restore-build`` command that rebuilds this engine on the current device."""
+    from restorekit.export.engine import EngineBuildOptions, build_command
+
+    rec = manifest.engine
+    onnx = (rec.onnx_file if rec else "") or onnx_name(
+        manifest.model, manifest.precision.precision, manifest.tile
+    )
+    shapes: dict[str, tuple[int, int]] = {}
+    if rec is not None and manifest.tile is None:
+        # A dynamic height/width graph: rebuild with the same profile range.
+        shapes = {k: (v[2], v[3]) for k, v in rec.profile.items() if len(v) == 4}
+    options = EngineBuildOptions(
+        batch=manifest.batch.max,
+        min_shape=shapes.get("min"),
+        opt_shape=shapes.get("opt"),
+        max_shape=shapes.get("max"),
+        hardware_compatible=bool(rec and rec.hardware_compatible),
+        version_compatible=bool(rec and rec.version_compatible),
+    )
+    return build_command(onnx, options)
+
+
+def _version(text: str, what: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion as exc:
+        raise ManifestError(f"cannot read the {what} TensorRT version {text!r}") from exc
+
+
+def check_engine_compat(
+    manifest: Manifest, trt_version: str, device: DeviceFacts, engine_path: str | Path = ""
+) -> list[str]:
+    """Check an engine's manifest against this TensorRT and GPU.
+
+    Args:
+        manifest: the engine's manifest (sidecar ``.engine.json``).
+        trt_version: ``tensorrt.__version__`` here.
+        device: this GPU.
+        engine_path: for the message only.
+
+    Returns:
+        Warnings that do not stop the engine (a different GPU model of the same compute
+        capability: it runs, TensorRT advises rebuilding for best speed).
+
+    Raises:
+        ManifestError: the manifest is not an engine's, or the engine cannot run here; the message
+            gives the ``restore-build`` command to run on this device.
+    """
+    name = Path(engine_path).name or manifest.model
+    rec = manifest.engine
+    if rec is None:
+        raise ManifestError(
+            f"{name}'s manifest has no engine record: it describes an ONNX graph, not a TensorRT "
+            "engine. Build one with `restore-build` or run the ONNX with the ONNX Runtime backend."
+        )
+    built, here = _version(rec.tensorrt_version, "engine's"), _version(trt_version, "installed")
+    problems = []
+    if rec.version_compatible:
+        if here.major != built.major or here.release[:3] < built.release[:3]:
+            problems.append(
+                f"TensorRT {rec.tensorrt_version} (version-compatible: runs on {built.major}.x "
+                f"from {rec.tensorrt_version} on), this device has TensorRT {trt_version}"
+            )
+    elif _release3(here) != _release3(built):
+        problems.append(f"TensorRT {rec.tensorrt_version}, this device has TensorRT {trt_version}")
+    built_sm = "sm_" + rec.compute_capability.replace(".", "")
+    if rec.hardware_compatible:
+        if device.cc_tuple < AMPERE:
+            problems.append(
+                f"Ampere-or-newer GPUs (hardware-compatible), this GPU is {device.name} "
+                f"({device.sm})"
+            )
+    elif rec.compute_capability != device.compute_capability:
+        problems.append(f"{built_sm} ({rec.gpu_name}), this GPU is {device.sm} ({device.name})")
+    if problems:
+        raise ManifestError(
+            f"{name} was built for " + "; and for ".join(problems) + ". TensorRT engines do not "
+            f"move between these; rebuild it here from its ONNX: `{rebuild_command(manifest)}`"
+        )
+    warnings = []
+    if not rec.hardware_compatible and rec.gpu_name and rec.gpu_name != device.name:
+        warnings.append(
+            f"{name} was built on {rec.gpu_name}, this is {device.name} (same {device.sm}): it "
+            f"runs, but may be slower than an engine built here (`{rebuild_command(manifest)}`)"
+        )
+    return warnings
+
+
+def _release3(v: Version) -> tuple[int, ...]:
+    return (tuple(v.release) + (0, 0))[:3]

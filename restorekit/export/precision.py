@@ -1,0 +1,155 @@
+"""FP16 in the graph: FP16 compute, FP32 inputs/outputs, fragile nodes kept FP32 (DESIGN.md §2).
+
+Which nodes stay FP32 is decided from measurements, not a fixed list alone:
+
+1. **Range.** The FP32 graph runs on calibration tiles; a node whose output leaves the safe FP16
+   range (``|x| > FP16_SAFE``: FP16's 65504 with 8x headroom for the next op) or is non-finite
+   stays FP32.
+2. **Fragile operators** (normalisations, reductions, softmax and its exponent, powers): kept FP32
+   at first, then released to FP16 one operator type at a time, each release kept only if the
+   output still meets the PSNR target against FP32 with margin and has no NaN/Inf.
+
+The plan (kept nodes and the reason for each) goes into the manifest and the report. Torch-free:
+the graph and ONNX Runtime are all it needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from restorekit.calibration.ranges import TensorRange, activation_ranges
+from restorekit.export.compare import score_graph
+from restorekit.export.fp16_graph import convert_to_fp16
+from restorekit.metrics import Agreement
+from restorekit.onnx_graph import name_nodes
+
+FP16_MAX = 65504.0
+FP16_SAFE = FP16_MAX / 8
+RELEASE_MARGIN_DB = 1.0
+
+# Operators whose FP16 form is numerically fragile: sums over many elements, exponentials,
+# squares and normalisations. They start in FP32 and are released only where measured safe.
+FRAGILE_OPS = (
+    "LayerNormalization", "Softmax", "Exp", "Pow", "Sqrt", "Reciprocal", "Log", "ReduceL2",
+    "ReduceMean", "ReduceSum", "ReduceSumSquare", "GlobalAveragePool", "InstanceNormalization",
+    "BatchNormalization", "Erf",
+)  # fmt: skip
+
+
+@dataclass
+class Fp16Plan:
+    """Nodes kept FP32 (by node name) with the reason for each, and the release trail."""
+
+    kept: dict[str, str] = field(default_factory=dict)
+    released: list[str] = field(default_factory=list)  # fragile op types measured safe in FP16
+    trail: list[dict] = field(default_factory=list)
+    overflow_risks: list[str] = field(default_factory=list)  # must stay empty
+
+
+def range_unsafe_nodes(model: onnx.ModelProto, ranges: dict[str, TensorRange]) -> dict[str, str]:
+    """Nodes with an input or output beyond :data:`FP16_SAFE` or non-finite, with the figure.
+
+    An input counts too: casting it to FP16 on the way in would already overflow.
+    """
+    unsafe: dict[str, str] = {}
+    for node in model.graph.node:
+        for out in list(node.output) + list(node.input):
+            r = ranges.get(out)
+            if r is None:
+                continue
+            if r.nonfinite:
+                unsafe[node.name] = f"{r.nonfinite} non-finite values in FP32 already"
+            elif r.max_abs > FP16_SAFE:
+                unsafe[node.name] = (
+                    f"max |x| {r.max_abs:.4g} > {FP16_SAFE:.0f} (FP16 max 65504 / 8)"
+                )
+    return unsafe
+
+
+def fp16_overflow_risks(fp16: onnx.ModelProto, ranges: dict[str, TensorRange]) -> list[str]:
+    """FP16-typed tensors of a converted graph whose measured FP32 range exceeds FP16's maximum.
+
+    ONNX Runtime's CPU provider computes many FP16 operators in FP32 internally, so running the
+    graph on a CPU does not show an overflow a GPU would hit; this check reads the types instead.
+    """
+    inferred = onnx.shape_inference.infer_shapes(fp16)
+    half = {v.name for v in inferred.graph.value_info
+            if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}  # fmt: skip
+    source = {n.output[0]: n.input[0] for n in fp16.graph.node if n.op_type == "Cast"}
+
+    def peak(name: str) -> float:
+        seen = set()
+        while name not in ranges and name in source and name not in seen:
+            seen.add(name)
+            name = source[name]
+        r = ranges.get(name)
+        return math.inf if r is not None and r.nonfinite else (r.max_abs if r else 0.0)
+
+    return sorted(t for t in half if peak(t) > FP16_MAX)
+
+
+def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
+    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32."""
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    name_nodes(named)
+    return convert_to_fp16(named, list(keep))
+
+
+def plan_fp16(
+    model: onnx.ModelProto,
+    calibration: Sequence[np.ndarray],
+    evaluate: Callable[[onnx.ModelProto], Agreement],
+    min_psnr: float,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Fp16Plan, onnx.ModelProto]:
+    """Measure ranges, keep unsafe and fragile nodes FP32, release fragile types measured safe.
+
+    ``evaluate`` runs a candidate graph and returns its agreement with the FP32 reference.
+    Returns the plan and the final FP16 graph.
+    """
+    say = progress or (lambda _msg: None)
+    name_nodes(model)
+    say("measuring activation ranges")
+    ranges = activation_ranges(model, calibration)
+    plan = Fp16Plan()
+    plan.kept.update(range_unsafe_nodes(model, ranges))
+    fragile: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.op_type in FRAGILE_OPS and node.name not in plan.kept:
+            fragile.setdefault(node.op_type, []).append(node.name)
+    for op_type, names in fragile.items():
+        for n in names:
+            plan.kept[n] = f"{op_type}: fragile in FP16, not measured safe"
+    for op_type in sorted(fragile, key=lambda t: -len(fragile[t])):
+        trial_keep = [n for n in plan.kept if n not in fragile[op_type]]
+        say(f"trying {op_type} in FP16")
+        fig = evaluate(to_fp16(model, trial_keep))
+        ok = fig.nonfinite == 0 and fig.psnr >= min_psnr + RELEASE_MARGIN_DB
+        plan.trail.append({"release": op_type, "nodes": len(fragile[op_type]), "psnr": _db(fig.psnr),
+                           "nonfinite": fig.nonfinite, "kept_in_fp16": ok})  # fmt: skip
+        if ok:
+            plan.released.append(op_type)
+            for n in fragile[op_type]:
+                del plan.kept[n]
+    final = to_fp16(model, list(plan.kept))
+    plan.overflow_risks = fp16_overflow_risks(final, ranges)
+    return plan, final
+
+
+def _db(value: float) -> float | str:
+    return "inf" if value == float("inf") else round(value, 3)
+
+
+def evaluator(
+    tiles: np.ndarray, reference: np.ndarray, value_range: float
+) -> Callable[[onnx.ModelProto], Agreement]:
+    """A function scoring a candidate graph on ``tiles`` against ``reference`` outputs (worst case)."""
+    return lambda candidate: score_graph(
+        candidate.SerializeToString(), tiles, reference, value_range
+    )

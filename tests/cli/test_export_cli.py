@@ -1,0 +1,73 @@
+"""restore-export / restore-inspect as a user runs them: one-line errors, exit codes, outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from restorekit.cli import export as export_cli
+from restorekit.cli import inspect as inspect_cli
+from restorekit.models.registry import REGISTRY
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "restorekit.cli.export", *args], capture_output=True, text=True
+    )
+
+
+def test_list_prints_every_model_name_first(capsys):
+    assert export_cli.main(["--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0].replace(" (default)", "") for line in lines] == REGISTRY.names()
+    deblur = next(line for line in lines if line.startswith("mprnet.deblur"))
+    assert "motion deblurring" in deblur and "multiple of 8" in deblur
+    assert "model_deblurring.pth" in deblur
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nosuchnet"], "unknown model 'nosuchnet'"),
+        (["mprnet", "--tile", "100"], "not a multiple of 8"),
+        (["mprnet", "--weights", "/nonexistent/w.pth"], "weights file not found"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line_and_no_traceback(args, message):
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_mismatching_weights_is_a_user_error(tmp_path, capsys):
+    path = tmp_path / "foreign.pth"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, path)
+    assert export_cli.main(["mprnet.derain", "--weights", str(path), "-o", str(tmp_path)]) == 2
+    assert "do not fit mprnet.derain" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_then_inspect(tmp_path, capsys):
+    """A real (full-size derain) export through the CLI at a small tile, then inspect it."""
+    code = export_cli.main(
+        ["mprnet.derain", "--tile", "32x48", "--batch", "2", "-o", str(tmp_path)]
+    )
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "RANDOM weights" in out.err and "PASS" in out.out
+    onnx_path = tmp_path / "mprnet.derain.fp32.32x48.onnx"
+    assert onnx_path.is_file()
+    assert inspect_cli.main([str(onnx_path)]) == 0
+    text = capsys.readouterr().out
+    assert "mprnet.derain" in text and "sha256" in text and "matches" in text
+    assert "input [batch, 3, 32, 48] float32" in text and "Conv" in text
+
+
+def test_inspect_missing_file_is_a_user_error(tmp_path, capsys):
+    assert inspect_cli.main([str(tmp_path / "none.onnx")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from restorekit.errors import TileSizeError, UnknownModelError
+from restorekit.models.registry import REGISTRY, ArchSpec, Registry, SizeRule, Variant, resolve
+
+
+def _spec(name="toy", variants=("a", "b"), default="a"):
+    return ArchSpec(
+        name=name,
+        title="toy",
+        build="tests.models.toys:Identity",
+        variants=tuple(Variant(v, f"task {v}", {}, (32, 32)) for v in variants),
+        default_variant=default,
+        size_rule=SizeRule(multiple_of=8),
+        default_overlap=4,
+    )
+
+
+def test_bare_name_resolves_to_documented_default():
+    assert resolve("mprnet").name == "mprnet.deblur"
+    assert resolve("MPRNet.Derain").name == "mprnet.derain"
+    for name in ("mprnet.deblur", "mprnet.denoise", "mprnet.derain"):
+        assert name in REGISTRY.names()
+
+
+def test_unknown_name_lists_known_ones_and_suggests():
+    with pytest.raises(UnknownModelError) as err:
+        resolve("mprnet.deblr")
+    msg = str(err.value)
+    assert "mprnet.deblur" in msg and "Did you mean" in msg and "restore-export --list" in msg
+    with pytest.raises(UnknownModelError):
+        resolve("nosuchnet")
+
+
+def test_duplicates_raise():
+    reg = Registry()
+    reg.add(_spec())
+    with pytest.raises(ValueError):
+        reg.add(_spec())
+    with pytest.raises(ValueError):
+        _spec(variants=("a", "a"))
+    with pytest.raises(ValueError):
+        _spec(default="zzz")
+    reg.alias("short", "toy.b")
+    assert reg.resolve("short").name == "toy.b"
+    with pytest.raises(ValueError):
+        reg.alias("toy", "toy.a")
+
+
+def test_size_rule_messages_name_a_valid_tile():
+    rule = SizeRule(multiple_of=8)
+    rule.check_tile((256, 320), "m")
+    with pytest.raises(TileSizeError, match="--tile 104x256"):
+        rule.check_tile((100, 256), "m")
+    with pytest.raises(TileSizeError, match="safe tile area"):
+        SizeRule(max_tile_area=6400).check_tile((96, 96), "m")
+    with pytest.raises(TileSizeError, match="only at 45x45"):
+        SizeRule(fixed_tile=(45, 45)).check_tile((48, 48), "m")
+    assert rule.padded_shape(250, 257) == (256, 264)
+
+
+def test_every_registered_variant_has_a_valid_default_tile():
+    for ref in REGISTRY:
+        ref.spec.size_rule.check_tile(ref.variant.default_tile, ref.name)
+        assert ref.variant.task and ref.spec.licence
