@@ -395,8 +395,24 @@ def test_mismatched_checkpoint_names_the_variant_it_fits(tmp_path) -> None:
         module = dn.build()
     with pytest.raises(WeightsError) as err:
         load_weights(module, dn, path)
-    assert "grl-t.sr_x4" in str(err.value)
-    assert "upsample.up.0.weight" in str(err.value)
+    message = str(err.value)
+    assert "grl-t.sr_x4" in message
+    assert "upsample.up.0.weight" in message
+    assert (
+        "holds a x4 SR (pixelshuffledirect tail), GRL-T width 64, depths [4, 4, 4, 4], "
+        "3 input channels model, but this one is a restoration (no upsampler)"
+    ) in message
+
+
+def test_mismatch_names_size_and_channels(tmp_path) -> None:
+    torch.manual_seed(5)
+    gray = resolve("grl-b.dn_c1s25").build(**TINY_B)
+    path = tmp_path / "dn_grl_base_c1s25.ckpt"
+    torch.save(_lightning_ckpt(gray), path)
+    colour = resolve("grl-b.dn_c3s25")
+    module = colour.build(**TINY_B)
+    with pytest.raises(WeightsError, match="1 input channel, local conv branch model, but this"):
+        load_weights(module, colour, path)
 
 
 # ---------------------------------------------------------------- ONNX export

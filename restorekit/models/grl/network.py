@@ -23,7 +23,7 @@ Export-ready differences from the official ``forward`` (same results for the sam
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from torch import nn
 
 from restorekit.errors import TileSizeError
 from restorekit.models.grl.attention import MixedAttention, Positions
+from restorekit.models.grl.keys import describe_state_dict
 from restorekit.models.grl.positions import (
     coords_table,
     position_index,
@@ -361,6 +362,19 @@ class GRL(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
+
+    def describe_mismatch(self, sd: Mapping[str, torch.Tensor]) -> str | None:
+        """Name the network ``sd`` was saved from when it differs from this one, else ``None``.
+
+        :func:`restorekit.models.checkpoint.load_weights` puts this first in its
+        :class:`~restorekit.errors.WeightsError`. Window/stripe sizes are not in the weights, so
+        a file of the right shape for another task of the same family still loads.
+        """
+        found = describe_state_dict(sd)
+        ours = describe_state_dict(self.state_dict())
+        if found is None or found == ours:
+            return None
+        return f"the file holds a {found} model, but this one is a {ours} model"
 
     def positions(
         self, x_size: tuple[int, int], anchor: int | torch.Tensor
