@@ -404,15 +404,19 @@ def test_mismatched_checkpoint_names_the_variant_it_fits(tmp_path) -> None:
     ) in message
 
 
-def test_mismatch_names_size_and_channels(tmp_path) -> None:
-    torch.manual_seed(5)
-    gray = resolve("grl-b.dn_c1s25").build(**TINY_B)
-    path = tmp_path / "dn_grl_base_c1s25.ckpt"
-    torch.save(_lightning_ckpt(gray), path)
-    colour = resolve("grl-b.dn_c3s25")
-    module = colour.build(**TINY_B)
-    with pytest.raises(WeightsError, match="1 input channel, local conv branch model, but this"):
-        load_weights(module, colour, path)
+def test_mismatch_names_size_and_channels() -> None:
+    # The hook load_weights calls (its registry search is covered above).
+    with torch.device("meta"):
+        gray = resolve("grl-b.dn_c1s25").build(**TINY_B)
+        colour = resolve("grl-b.dn_c3s25").build(**TINY_B)
+        sr = resolve("grl-s.sr_x3").build(**TINY)
+    assert colour.describe_mismatch(colour.state_dict()) is None
+    assert colour.describe_mismatch(gray.state_dict()) == (
+        "the file holds a restoration (no upsampler), GRL width 18, depths [4], 1 input channel, "
+        "local conv branch model, but this one is a restoration (no upsampler), GRL width 18, "
+        "depths [4], 3 input channels, local conv branch model"
+    )
+    assert "x3 SR (pixelshuffle tail)" in colour.describe_mismatch(sr.state_dict())
 
 
 # ---------------------------------------------------------------- ONNX export
