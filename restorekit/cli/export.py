@@ -66,7 +66,7 @@ def list_models() -> list[str]:
 
     lines = []
     for ref in REGISTRY:
-        rule = ref.spec.size_rule
+        rule = ref.size_rule
         size = f"multiple of {rule.multiple_of}" if rule.multiple_of > 1 else "any size"
         if rule.max_tile_area:
             size += f", tile <= {rule.max_tile_area} px"
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         from restorekit.models.registry import resolve
 
         ref = resolve(args.model)
-        ref.spec.size_rule.check_tile(args.tile or ref.variant.default_tile, ref.name)
+        ref.size_rule.check_tile(args.tile or ref.variant.default_tile, ref.name)
         options = ExportOptions(
             model=ref, weights=args.weights, tile=args.tile, batch=args.batch,
             output_dir=args.output, opset=args.opset, simplify=not args.no_simplify,

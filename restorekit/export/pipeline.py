@@ -22,7 +22,7 @@ from restorekit import __version__
 from restorekit.data import sample_paths
 from restorekit.errors import ExportError, VerificationError
 from restorekit.export.compare import OrtSession
-from restorekit.export.simplify import check_graph, op_counts, simplify_graph
+from restorekit.export.simplify import check_graph, compact_graph, op_counts, simplify_graph
 from restorekit.export.targets import targets_for
 from restorekit.export.trace import onnx_from_model
 from restorekit.export.verify import (
@@ -152,7 +152,7 @@ def second_shape(tile: tuple[int, int], multiple_of: int) -> tuple[int, int]:
 
 
 def _check_options(options: ExportOptions, ref: ModelRef, tile: tuple[int, int]) -> None:
-    ref.spec.size_rule.check_tile(tile, ref.name)
+    ref.size_rule.check_tile(tile, ref.name)
     if options.batch < 1:
         raise ExportError(f"--batch must be at least 1 (got {options.batch})")
     if options.opset < 17:
@@ -163,7 +163,7 @@ def _check_options(options: ExportOptions, ref: ModelRef, tile: tuple[int, int])
         raise ExportError(
             "--fp16/--int8 graphs are calibrated and verified at one tile shape; drop --dynamic"
         )
-    if options.dynamic and not ref.spec.size_rule.shape_general:
+    if options.dynamic and not ref.size_rule.shape_general:
         raise ExportError(
             f"{ref.name} cannot be exported with dynamic height/width: its graph is only valid at "
             f"the traced shape (per-shape constants). Export one static tile per shape instead "
@@ -216,13 +216,13 @@ def export_model(
             notes.append(f"simplification skipped: {simp.error}")
             warnings.warn(f"onnxsim could not simplify the graph ({simp.error})", stacklevel=2)
 
+    compact_graph(candidate)
+
     stage("check")
     check_graph(candidate)
 
     stage("verify")
-    shapes = [tile] + (
-        [second_shape(tile, ref.spec.size_rule.multiple_of)] if options.dynamic else []
-    )
+    shapes = [tile] + ([second_shape(tile, ref.size_rule.multiple_of)] if options.dynamic else [])
     refs = [reference_set(built, images, s) for s in shapes]
     criterion = Criterion(max_abs=targets.fp32_max_abs)
     name = onnx_name(ref.name, "fp32", static_tile)
@@ -378,7 +378,7 @@ def _base_manifest(
         output=TensorSpec(OUTPUT_NAME, variant.out_channels, color_order=variant.color_order,
                           value_range=variant.value_range),
         scale=variant.scale,
-        multiple_of=spec.size_rule.multiple_of,
+        multiple_of=ref.size_rule.multiple_of,
         tile=tile,
         batch=BatchRange(1, options.batch, options.batch),
         overlap=ref.overlap,
@@ -386,7 +386,7 @@ def _base_manifest(
         precision=PrecisionPlan("fp32"),
         opset=options.opset,
         weights=built.weights,
-        max_tile_area=spec.size_rule.max_tile_area,
+        max_tile_area=ref.size_rule.max_tile_area,
         build_overrides=dict(built.overrides),
         verification=_verification_record(report),
         restorekit_version=__version__,

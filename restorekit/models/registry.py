@@ -116,6 +116,8 @@ class Variant:
         overlap: tile overlap in input pixels; ``None`` takes the architecture default.
         weights: name and source of the official checkpoint (shown by ``--list``).
         bundled_weights: file name under ``restorekit/data/weights`` shipped with the package.
+        size_rule: this variant's own size rule where it differs from the architecture's (GRL:
+            ``multiple_of`` is the variant's window/stripe padding size); ``None`` takes the spec's.
     """
 
     name: str
@@ -130,6 +132,7 @@ class Variant:
     overlap: int | None = None
     weights: str = ""
     bundled_weights: str | None = None
+    size_rule: SizeRule | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
@@ -200,6 +203,11 @@ class ModelRef:
     def name(self) -> str:
         """Full registry name, ``<arch>.<variant>``."""
         return f"{self.spec.name}.{self.variant.name}"
+
+    @property
+    def size_rule(self) -> SizeRule:
+        """The variant's size rule, else the architecture's."""
+        return self.variant.size_rule or self.spec.size_rule
 
     @property
     def overlap(self) -> int:

@@ -63,5 +63,5 @@ def test_size_rule_messages_name_a_valid_tile():
 
 def test_every_registered_variant_has_a_valid_default_tile():
     for ref in REGISTRY:
-        ref.spec.size_rule.check_tile(ref.variant.default_tile, ref.name)
+        ref.size_rule.check_tile(ref.variant.default_tile, ref.name)
         assert ref.variant.task and ref.spec.licence

@@ -122,9 +122,12 @@ def _variant(
         out_channels=channels,
         scale=scale,
         value_range=1.0,
-        color_order="RGB" if channels == 3 else "Y",
+        # Gray denoisers are trained on gray images (full-range luma); gray JPEG models on the Y
+        # channel of YCbCr (studio range), as the JPEG benchmarks define it.
+        color_order="RGB" if channels == 3 else ("Y" if name.startswith("jpeg") else "GRAY"),
         overlap=overlap,
         weights=f"{ckpt}, {_RELEASE}",
+        size_rule=SizeRule(multiple_of=pad_size(config), shape_general=False),
     )
 
 
@@ -270,8 +273,8 @@ def _spec(name: str, size: str, variants: list[Variant], default: str) -> ArchSp
         build=_BUILD,
         variants=tuple(variants),
         default_variant=default,
-        # The spec-level rule is the common divisor of the variants' pad sizes; the exact rule of a
-        # variant is `size_rule(variant)` (its pad_size), which the model itself enforces.
+        # The spec-level rule is the common divisor of the variants' pad sizes; each variant
+        # carries its exact rule (multiple of its pad_size), which export and runtime use.
         size_rule=SizeRule(multiple_of=math.gcd(*rules), shape_general=False),
         default_overlap=32,
         checkpoint=CHECKPOINT,
