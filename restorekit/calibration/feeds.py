@@ -1,7 +1,7 @@
 """Calibration tiles: cut from real images exactly as the runtime will cut them at inference.
 
-Same tile shape, same reflect padding at the borders, same overlap grid, same pixel convention
-(value range, channel order, gray/colour) as the artifact's manifest says; then a seeded,
+The runtime's own tiling and pixel conversion produce them (same tile shape, reflect padding at
+the borders, overlap grid, value range, channel order, gray/colour), then a seeded,
 deterministic sample of ``count`` tiles. The set's fingerprint (files' hashes + how tiles were cut)
 goes into the INT8 manifest, so a calibration can be traced to its data.
 """
@@ -18,9 +18,10 @@ import numpy as np
 
 from restorekit.errors import InputError
 from restorekit.files import file_sha256
-from restorekit.manifest import Manifest
+from restorekit.manifest import INPUT_NAME, OUTPUT_NAME, Manifest
+from restorekit.runtime.backend import Backend, IOSpec
 from restorekit.runtime.imageio import read_image
-from restorekit.runtime.pixels import to_model_input
+from restorekit.runtime.restore import Restorer, TileOptions
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -65,26 +66,47 @@ def image_files(source: str | Path | Sequence[Path]) -> list[Path]:
     return [Path(p) for p in source]
 
 
-def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering ``length`` pixels (the last one flush with the end)."""
-    if length <= tile:
-        return [0]
-    stride = max(1, tile - overlap)
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
-    return starts
+class _TileCapture(Backend):
+    """A backend that keeps the tiles the runtime feeds it and returns zeros.
+
+    Calibration tiles are taken from the runtime's own tiling and pixel conversion (Restorer), so
+    they are exactly what an engine will see: same grid, reflect padding and model units.
+    """
+
+    name = "tile capture"
+
+    def __init__(self, manifest: Manifest, tile: tuple[int, int]) -> None:
+        super().__init__()
+        c_in, c_out, s = manifest.input.channels, manifest.output.channels, manifest.scale
+        self._in = IOSpec(INPUT_NAME, (1, c_in, *tile), np.dtype(np.float32))
+        self._out = IOSpec(OUTPUT_NAME, (1, c_out, tile[0] * s, tile[1] * s), np.dtype(np.float32))
+        self.tiles: list[np.ndarray] = []
+
+    @property
+    def input_spec(self) -> IOSpec:
+        return self._in
+
+    @property
+    def output_spec(self) -> IOSpec:
+        return self._out
+
+    def _activate(self) -> None:
+        pass
+
+    def _deactivate(self) -> None:
+        pass
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        self.tiles.append(batch[0].copy())
+        return np.zeros(self._out.shape, np.float32)
 
 
-def _padded(chw: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
-    """Reflect-pad bottom/right so an image smaller than a tile still fills one."""
-    _, h, w = chw.shape
-    ph, pw = max(0, tile[0] - h), max(0, tile[1] - w)
-    if not (ph or pw):
-        return chw
-    mode = "reflect" if ph < h and pw < w else "symmetric"
-    out = np.pad(chw, ((0, 0), (0, ph), (0, pw)), mode=mode)
-    return out if out.shape[1] >= tile[0] and out.shape[2] >= tile[1] else _padded(out, tile)
+def runtime_tiles(image: np.ndarray, manifest: Manifest, tile: tuple[int, int]) -> list[np.ndarray]:
+    """Every (C, H, W) model-input tile the runtime would cut from ``image`` for this manifest."""
+    capture = _TileCapture(manifest, tile)
+    with capture:
+        Restorer(capture, manifest.replace(tile=tile), TileOptions(batch=1)).infer_image(image)
+    return capture.tiles
 
 
 def feeds_from_images(
@@ -93,7 +115,7 @@ def feeds_from_images(
     count: int = 32,
     seed: int = 0,
 ) -> CalibrationSet:
-    """Cut every tile of every image as the runtime would, then draw ``count`` of them (seeded).
+    """Cut every tile of every image as the runtime does, then draw ``count`` of them (seeded).
 
     Unreadable files are skipped and listed in ``skipped``.
 
@@ -101,31 +123,20 @@ def feeds_from_images(
         InputError: no usable images.
     """
     files = image_files(source)
-    tile = manifest.tile or (256, 256)
-    candidates: list[tuple[int, int, int]] = []
-    images: list[np.ndarray] = []
+    tile = tuple(manifest.tile or (256, 256))
+    per_image: list[list[np.ndarray]] = []
     skipped: list[str] = []
     for path in files:
         try:
-            chw = _padded(to_model_input(read_image(path), manifest.input), tile)
+            per_image.append(runtime_tiles(read_image(path), manifest, tile))
         except InputError as exc:  # one bad file does not spoil the set; it is reported
             skipped.append(f"{path.name}: {exc}")
-            continue
-        i = len(images)
-        images.append(chw)
-        for y in tile_origins(chw.shape[1], tile[0], manifest.overlap):
-            for x in tile_origins(chw.shape[2], tile[1], manifest.overlap):
-                candidates.append((i, y, x))
-    if not images:
+    if not per_image:
         raise InputError(f"none of the {len(files)} calibration images could be read: {skipped[0]}")
+    candidates = [(i, k) for i, tiles in enumerate(per_image) for k in range(len(tiles))]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(candidates), size=min(count, len(candidates)), replace=False))
-    tiles = np.stack(
-        [
-            images[i][:, y : y + tile[0], x : x + tile[1]]
-            for i, y, x in (candidates[c] for c in chosen)
-        ]
-    ).astype(np.float32)
+    tiles = np.stack([per_image[i][k] for i, k in (candidates[c] for c in chosen)])
     record = {
         "files": [file_sha256(p) for p in files],
         "tile": list(tile),
@@ -136,4 +147,4 @@ def feeds_from_images(
     }
     fingerprint = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     src = str(source) if isinstance(source, (str, Path)) else f"{len(files)} files"
-    return CalibrationSet(tiles, fingerprint, src, len(images), tuple(skipped))
+    return CalibrationSet(tiles, fingerprint, src, len(per_image), tuple(skipped))

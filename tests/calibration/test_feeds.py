@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from restorekit.calibration.feeds import feeds_from_images
 from restorekit.errors import InputError
 from restorekit.manifest import BatchRange, Manifest, PrecisionPlan, TensorSpec
 from restorekit.runtime.imageio import write_image
+from restorekit.runtime.tiling import plan_tiles
 
 
 def _manifest(tile=(32, 32), overlap=8, channels=3, value_range=1.0):
@@ -26,31 +28,21 @@ def folder(tmp_path):
     return tmp_path
 
 
-def _grid(length, tile, overlap):
-    """Tile origins written out independently: stride tile-overlap, last tile flush with the end."""
-    if length <= tile:
-        return [0]
-    out, pos = [], 0
-    while pos + tile < length:
-        out.append(pos)
-        pos += tile - overlap
-    out.append(length - tile)
-    return out
-
-
-def test_all_tiles_equal_the_runtime_grid_crops(folder):
+def test_all_tiles_equal_crops_of_the_padded_image_at_the_runtime_grid(folder):
+    """Each calibration tile is a crop of the reflect-padded image (numpy's own padding) at a
+    position of the runtime's tile plan: what an engine sees at inference."""
     m = _manifest()
     feeds = feeds_from_images(folder, m, count=10_000)
-    image = (
-        np.asarray(__import__("cv2").imread(str(folder / "a.png"))[:, :, ::-1], np.float32) / 255
-    )
-    want = [image[y : y + 32, x : x + 32].transpose(2, 0, 1)
-            for y in _grid(48, 32, 8) for x in _grid(70, 32, 8)]  # fmt: skip
+    image = np.asarray(cv2.imread(str(folder / "a.png"))[:, :, ::-1], np.float32) / 255
+    plan = plan_tiles(image.shape[:2], (32, 32), m.overlap)
+    my, mx = plan.y.margin, plan.x.margin
+    padded = np.pad(image, ((my, plan.y.canvas), (mx, plan.x.canvas), (0, 0)), mode="reflect")
+    want = [padded[y : y + 32, x : x + 32].transpose(2, 0, 1) for y, x in plan.positions()]
     assert feeds.tiles.shape[1:] == (3, 32, 32)
-    got = [t for t in feeds.tiles]
     for w in want:
-        assert any(np.array_equal(w, g) for g in got)
-    assert feeds.count == len(want) + 1  # + the small image, padded to one tile
+        assert any(np.abs(w - g).max() < 1e-6 for g in feeds.tiles)
+    small = plan_tiles((20, 24), (32, 32), m.overlap).count
+    assert feeds.count == len(want) + small
     assert feeds.images == 2 and not feeds.skipped
 
 
