@@ -53,6 +53,12 @@ def model_card(built: BuiltModel, rows: list[HeldOutRow]) -> str:
     recipe = json.loads(meta.get("recipe", "{}"))
     data = json.loads(meta.get("data", "{}"))
     gray = ref.variant.in_channels == 1
+    tile = ref.variant.default_tile[0]
+    tiling = (
+        "on the whole photo"
+        if tile >= 256
+        else f"on {tile}x{tile} tiles at stride {tile - ref.overlap}, overlaps averaged"
+    )
     return f"""# {ref.name}: demo weights
 
 **Not an official checkpoint.** A reduced-width {ref.spec.title.split(":")[0]} trained briefly on a
@@ -84,10 +90,22 @@ load the official weights of another variant (`restore-export --list`).
 
 The five sample photos of `restorekit/data/samples` (256x256 crops, never trained on)
 {"as BT.601 luma " if gray else ""}with sigma-25 noise (seed = photo index, clipped, 8-bit),
-restored whole by the PyTorch model{" (32x32 patches at stride 16, overlaps averaged)" if gray else ""}:
+restored by the PyTorch model {tiling}:
 
 {table(rows)}
 """
+
+
+def onnx_forward(name: str, folder: Path):
+    """Export ``name`` (bundled weights, default tile, batch 8) and return an ORT batch function."""
+    import onnxruntime as ort
+
+    from restorekit.export.pipeline import ExportOptions, export_model
+
+    result = export_model(ExportOptions(model=name, batch=8, output_dir=folder))
+    session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {input_name: batch})[0]
 
 
 def main() -> None:
@@ -96,6 +114,9 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=None, help="centre crop side (default: whole)")
     parser.add_argument("--card", action="store_true", help="rewrite the model card(s)")
     parser.add_argument("--pair", type=Path, default=None, help="write clean/noisy/restored here")
+    parser.add_argument(
+        "--onnx", type=Path, default=None, help="also export to this folder and run ONNX Runtime"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = [resolve(n).name for n in args.models] or demo_names()
@@ -107,6 +128,11 @@ def main() -> None:
         rows = heldout_rows(built, crop=args.crop)
         print(f"\n{name} ({built.weights}), {time.monotonic() - start:.1f}s")
         print(table(rows))
+        if args.onnx is not None:
+            start = time.monotonic()
+            onnx_rows = heldout_rows(built, crop=args.crop, forward=onnx_forward(name, args.onnx))
+            print(f"\n{name} exported ONNX on ONNX Runtime, {time.monotonic() - start:.1f}s")
+            print(table(onnx_rows))
         if args.card:
             card = bundled_weights_path(built.ref.variant.bundled_weights).with_suffix(".md")
             card.write_text(model_card(built, rows))

@@ -13,6 +13,7 @@ and rounded to 8 bits, from a seeded generator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from restorekit.errors import InputError
 from restorekit.metrics import psnr
 from restorekit.models.build import BuiltModel, model_from_name
 from restorekit.models.nlrn import official_patch_average
+from restorekit.models.registry import ModelRef
 
 SIGMA = 25.0 / 255.0
 # ITU-R BT.601 luma, used to turn the colour sample photos into gray ones for gray models.
@@ -49,18 +51,21 @@ def to_model_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return image
 
 
-def restore_array(built: BuiltModel, image: np.ndarray) -> np.ndarray:
-    """Restore a float image in [0, 1] (HWC RGB or HW gray) with a PyTorch model, in [0, 1].
+def tiled_restore(
+    ref: ModelRef, image: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Restore a float image in [0, 1] (HWC RGB or HW gray) with ``forward``, in [0, 1].
 
-    The image is reflect-padded to the architecture's size multiple, cut into tiles of the
-    variant's default tile (the whole image when it is smaller) with the variant's overlap, and
-    the overlapping outputs are averaged: for NLRN this is exactly the official patch protocol,
-    for the others a plain, seam-free enough reference for a demo.
+    ``forward`` maps an NCHW float32 batch in the model's value range to its output batch (a
+    PyTorch module or an ONNX Runtime session). The image is reflect-padded to the architecture's
+    size multiple, cut into tiles of the variant's default tile (the whole image when it is
+    smaller) with the variant's overlap, and the overlapping outputs are averaged: for NLRN this
+    is exactly the official patch protocol, for the others a plain reference good enough for a
+    demo.
 
     Raises:
         InputError: the image's channels do not match the model.
     """
-    ref = built.ref
     chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
     if chw.shape[0] != ref.variant.in_channels:
         raise InputError(
@@ -74,16 +79,28 @@ def restore_array(built: BuiltModel, image: np.ndarray) -> np.ndarray:
     stride = max(1, tile - ref.overlap) if tile < max(ph, pw) else tile
     scale = ref.variant.value_range
 
-    def forward(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = built.module(torch.from_numpy(batch * scale).float())
-        if ref.spec.output_index is not None:
-            out = out[ref.spec.output_index]
-        return out.numpy() / scale
+    def scaled(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(forward((batch * scale).astype(np.float32)), dtype=np.float64) / scale
 
-    out = official_patch_average(padded, forward, patch=tile, stride=stride, batch=8)
+    out = official_patch_average(padded, scaled, patch=tile, stride=stride, batch=8)
     out = np.clip(out[:, :h, :w], 0.0, 1.0)
     return out[0] if image.ndim == 2 else out.transpose(1, 2, 0)
+
+
+def restore_array(built: BuiltModel, image: np.ndarray) -> np.ndarray:
+    """Restore a float image in [0, 1] with a PyTorch model (see :func:`tiled_restore`).
+
+    Raises:
+        InputError: the image's channels do not match the model.
+    """
+    index = built.ref.spec.output_index
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = built.module(torch.from_numpy(batch))
+        return (out if index is None else out[index]).numpy()
+
+    return tiled_restore(built.ref, image, forward)
 
 
 @dataclass(frozen=True)
@@ -99,10 +116,17 @@ class HeldOutRow:
         return self.restored_psnr - self.noisy_psnr
 
 
-def heldout_rows(built: BuiltModel, crop: int | None = None, seed: int = 0) -> list[HeldOutRow]:
+def heldout_rows(
+    built: BuiltModel,
+    crop: int | None = None,
+    seed: int = 0,
+    forward: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[HeldOutRow]:
     """Noisy vs restored PSNR on each shipped sample photo (centre ``crop`` if given).
 
     The noise of photo ``i`` is drawn with seed ``seed + i``, so every run sees the same inputs.
+    ``forward`` (an NCHW batch function, e.g. an ONNX Runtime session) replaces the PyTorch
+    module when given.
     """
     from restorekit.data import sample_images, sample_paths
 
@@ -113,7 +137,10 @@ def heldout_rows(built: BuiltModel, crop: int | None = None, seed: int = 0) -> l
             top, left = (clean.shape[0] - crop) // 2, (clean.shape[1] - crop) // 2
             clean = clean[top : top + crop, left : left + crop]
         noisy = add_noise(clean, seed + i)
-        restored = restore_array(built, noisy)
+        if forward is None:
+            restored = restore_array(built, noisy)
+        else:
+            restored = tiled_restore(built.ref, noisy, forward)
         rows.append(HeldOutRow(path.stem, psnr(noisy, clean), psnr(restored, clean)))
     return rows
 
