@@ -54,6 +54,12 @@ def model_card(built: BuiltModel, rows: list[HeldOutRow]) -> str:
     data = json.loads(meta.get("data", "{}"))
     gray = ref.variant.in_channels == 1
     tile = ref.variant.default_tile[0]
+    colour_share = recipe.get("colour_share")
+    share = (
+        "image chosen uniformly"
+        if colour_share is None
+        else f"from a colour photo with probability {colour_share} (else a gray one)"
+    )
     tiling = (
         "on the whole photo"
         if tile >= 256
@@ -77,8 +83,8 @@ load the official weights of another variant (`restore-export --list`).
   colour {", ".join(data.get("colour", []))}; gray {", ".join(data.get("gray", []))}
   ({"colour ones converted to BT.601 luma" if gray else "gray ones repeated to three channels"}).
   Never the held-out sources (astronaut, camera, chelsea/cat, coffee, rocket).
-- Crops: {recipe.get("crop")}x{recipe.get("crop")}, batch {recipe.get("batch")}, random
-  image, flips and 90-degree rotations.
+- Crops: {recipe.get("crop")}x{recipe.get("crop")}, batch {recipe.get("batch")}, {share},
+  flips and 90-degree rotations.
 - Noise: {meta.get("noise", "?")}, drawn on the fly from a seeded generator.
 - Loss: Charbonnier (eps 1e-3){", summed over MPRNet's three stage outputs" if ref.spec.name == "mprnet" else ""};
   Adam, lr {recipe.get("lr")}, linear warm-up then cosine decay to 1 %; gradient norm clipped to 1.

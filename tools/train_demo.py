@@ -60,13 +60,17 @@ class Recipe:
     batch: int
     lr: float
     steps: int
+    # Share of crops taken from the colour photos (the rest from the gray textures); None: every
+    # image equally likely. Colour models see gray textures as R = G = B and drift towards grey
+    # colours when those dominate.
+    colour_share: float | None = None
 
 
 RECIPES = {
     "mprnet": Recipe("mprnet.demo_dn_s25", crop=64, batch=8, lr=1e-3, steps=300),
     "nlrn": Recipe("nlrn.demo_dn_s25", crop=32, batch=16, lr=1e-3, steps=200),
-    "grl": Recipe("grl-t.demo_dn_s25", crop=64, batch=8, lr=1e-3, steps=200),
-    "panet": Recipe("panet.demo_dn_s25", crop=32, batch=8, lr=1e-3, steps=200),
+    "grl": Recipe("grl-t.demo_dn_s25", crop=64, batch=8, lr=1e-3, steps=200, colour_share=0.75),
+    "panet": Recipe("panet.demo_dn_s25", crop=32, batch=8, lr=1e-3, steps=200, colour_share=0.75),
 }
 
 
@@ -92,12 +96,26 @@ def training_images(channels: int) -> list[np.ndarray]:
 
 
 def sample_batch(
-    images: list[np.ndarray], rng: np.random.Generator, batch: int, crop: int
+    images: list[np.ndarray],
+    rng: np.random.Generator,
+    batch: int,
+    crop: int,
+    colour_share: float | None = None,
 ) -> torch.Tensor:
-    """Random crops (image chosen uniformly), flipped and rotated, as an NCHW tensor."""
+    """Random crops, flipped and rotated, as an NCHW tensor.
+
+    The image is chosen uniformly, or from the colour photos (the first ``len(COLOUR_IMAGES)``)
+    with probability ``colour_share`` and from the gray ones otherwise.
+    """
     out = []
+    n_colour = len(COLOUR_IMAGES)
     for _ in range(batch):
-        img = images[rng.integers(len(images))]
+        if colour_share is None:
+            img = images[rng.integers(len(images))]
+        elif rng.random() < colour_share:
+            img = images[rng.integers(n_colour)]
+        else:
+            img = images[n_colour + rng.integers(len(images) - n_colour)]
         top = rng.integers(img.shape[0] - crop + 1)
         left = rng.integers(img.shape[1] - crop + 1)
         patch = img[top : top + crop, left : left + crop]
@@ -116,6 +134,42 @@ def noisy_from(clean: torch.Tensor, gen: torch.Generator, sigma: float) -> torch
 
 def charbonnier(out: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.sqrt((out - target) ** 2 + eps * eps).mean()
+
+
+def recalibrate_batch_norms(
+    model: torch.nn.Module,
+    images: list[np.ndarray],
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    recipe: Recipe,
+    sigma: float,
+    batches: int = 40,
+) -> None:
+    """Set batch-norm moving statistics to their average over fresh training batches.
+
+    NLRN keeps TensorFlow's momentum (0.99): after a few hundred steps the moving averages still
+    remember their initial values, so eval mode would normalise with wrong statistics. The final
+    weights are kept; only the statistics are re-estimated (a cumulative average, ``momentum=None``).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(
+                noisy_from(
+                    sample_batch(images, rng, recipe.batch, recipe.crop, recipe.colour_share),
+                    gen,
+                    sigma,
+                )
+            )
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
 
 
 def train(arch: str, steps: int | None, minutes: float | None, seed: int, out_dir: Path) -> Path:
@@ -151,7 +205,7 @@ def train(arch: str, steps: int | None, minutes: float | None, seed: int, out_di
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        clean = sample_batch(images, rng, recipe.batch, recipe.crop)
+        clean = sample_batch(images, rng, recipe.batch, recipe.crop, recipe.colour_share)
         noisy = noisy_from(clean, gen, sigma)
         out = model(noisy)
         # MPRNet supervises all three stages (its paper's loss, without the edge term).
@@ -173,6 +227,7 @@ def train(arch: str, steps: int | None, minutes: float | None, seed: int, out_di
                 f"{time.monotonic() - start:.0f}s",
                 flush=True,
             )
+    recalibrate_batch_norms(model, images, rng, gen, recipe, sigma)
     elapsed = time.monotonic() - start
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
