@@ -24,8 +24,33 @@ def test_torch_free_modules_import_without_torch():
         "restorekit.runtime", "restorekit.runtime.pixels", "restorekit.runtime.imageio",
         "restorekit.calibration", "restorekit.manifest", "restorekit.models.registry",
         "restorekit.metrics", "restorekit.naming", "restorekit.data", "restorekit.cli.inspect",
+        "restorekit.calibration.feeds", "restorekit.calibration.ranges", "restorekit.calibration.qdq",
+        "restorekit.calibration.cache", "restorekit.calibration.search", "restorekit.onnx_graph",
+        "restorekit.export.compare", "restorekit.export.precision", "restorekit.export.engine",
+        "restorekit.export.engine_trt", "restorekit.engine_compat", "restorekit.cli.build",
     ]  # fmt: skip
     code = "\n".join(f"import {m}" for m in modules) + "\nprint('ok')"
     proc = _run_blocked(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_calibration_runs_without_torch(tmp_path):
+    """INT8 calibration and FP16 planning run on a torch-free machine (a tiny conv graph)."""
+    code = """
+import numpy as np, onnx
+from onnx import helper, numpy_helper, TensorProto
+from restorekit.calibration.qdq import qdq_from_model
+from restorekit.calibration.feeds import CalibrationSet
+w = numpy_helper.from_array(np.random.default_rng(0).normal(0, .2, (3, 3, 3, 3)).astype('float32'), 'w')
+node = helper.make_node('Conv', ['input', 'w'], ['output'], pads=[1, 1, 1, 1], name='conv')
+graph = helper.make_graph([node], 'g', [helper.make_tensor_value_info('input', TensorProto.FLOAT, ['n', 3, 16, 16])],
+                          [helper.make_tensor_value_info('output', TensorProto.FLOAT, ['n', 3, 16, 16])], [w])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)], ir_version=9)
+tiles = np.random.default_rng(1).random((4, 3, 16, 16), dtype=np.float32)
+result = qdq_from_model(model, CalibrationSet(tiles, 'fp', 'test', 1), 'minmax')
+print(sorted({n.op_type for n in result.model.graph.node}))
+"""
+    proc = _run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "QuantizeLinear" in proc.stdout and "Conv" in proc.stdout

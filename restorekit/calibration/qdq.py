@@ -23,9 +23,6 @@ from restorekit.manifest import INPUT_NAME
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 METHODS = ("entropy", "minmax", "percentile")
 PERCENTILE = 99.99
-import os
-
-OUTQ = bool(os.environ.get("OUTQ"))
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,13 @@ def qdq_from_model(
     calibration: CalibrationSet,
     method: str = "entropy",
     exclude: Sequence[str] = (),
+    quantize_outputs: bool = False,
 ) -> QdqResult:
     """Calibrate ``model`` (FP32, nodes named) on ``calibration`` and return its Q/DQ form.
+
+    By default only the inputs of the quantized operators get Q/DQ (TensorRT's rule; it fuses the
+    rest). ``quantize_outputs`` also quantizes their outputs, the pattern ONNX Runtime's CPU
+    provider needs to run integer convolutions (QLinearConv).
 
     Raises:
         RestoreKitError: unknown method.
@@ -94,17 +96,42 @@ def qdq_from_model(
                 "WeightSymmetric": True,
                 "CalibPercentile": PERCENTILE,
                 "CalibTensorRangeSymmetric": True,
-                # Only the Q/DQ of an op's inputs; TensorRT fuses the rest itself.
-                "OpTypesToExcludeOutputQuantization": [] if OUTQ else list(QUANTIZED_OPS),
+                "DedicatedQDQPair": True,
+                "OpTypesToExcludeOutputQuantization": []
+                if quantize_outputs
+                else list(QUANTIZED_OPS),
             },
         )
         result = onnx.load(str(dst))
+    if not quantize_outputs:
+        keep_float_for_other_consumers(result)
     return QdqResult(
         model=result,
         quantized_nodes=tuple(n for n in targets if n not in set(exclude)),
         excluded=tuple(n for n in targets if n in set(exclude)),
         activation_amax=activation_amax(result),
     )
+
+
+def keep_float_for_other_consumers(model: onnx.ModelProto) -> None:
+    """Give the float tensor back to every consumer of a Q/DQ'd activation that is not quantized.
+
+    ONNX Runtime puts one Q/DQ pair on a tensor and routes *all* its consumers through it, so a
+    residual skip next to a convolution would carry the quantization error too. TensorRT's rule is
+    Q/DQ on the inputs of the quantized operators only; everything else reads the float value.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
 
 
 def activation_amax(model: onnx.ModelProto) -> dict[str, float]:

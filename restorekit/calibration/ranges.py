@@ -39,7 +39,7 @@ def float_tensors(model: onnx.ModelProto) -> dict[str, int]:
     return {k: v for k, v in sizes.items() if k in produced}
 
 
-def _chunks(sizes: dict[str, int], batch: int, budget_bytes: int) -> list[list[str]]:
+def chunk_by_budget(sizes: dict[str, int], batch: int, budget_bytes: int) -> list[list[str]]:
     chunks: list[list[str]] = [[]]
     used = 0
     for name, elems in sizes.items():
@@ -52,7 +52,7 @@ def _chunks(sizes: dict[str, int], batch: int, budget_bytes: int) -> list[list[s
     return chunks
 
 
-def _session_with_outputs(model: onnx.ModelProto, names: list[str], threads: int | None):
+def session_exposing(model: onnx.ModelProto, names: list[str], threads: int | None):
     ort = require("onnxruntime", "calibration", "Measuring activation ranges")
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
@@ -84,8 +84,8 @@ def activation_ranges(
     batch = max(b.shape[0] for b in batch_list)
     input_name = model.graph.input[0].name
     stats: dict[str, list[float]] = {}
-    for names in _chunks(sizes, batch, budget_bytes):
-        session = _session_with_outputs(model, names, threads)
+    for names in chunk_by_budget(sizes, batch, budget_bytes):
+        session = session_exposing(model, names, threads)
         for b in batch_list:
             for name, value in zip(names, session.run(names, {input_name: b}), strict=True):
                 finite = np.isfinite(value)

@@ -28,6 +28,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic height/width (only where verified at a second shape)")  # fmt: skip
     p.add_argument("--images", type=Path, nargs="+", help="verification images (default: samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write a mixed-precision FP16 graph (fragile nodes kept FP32)",
+    )
+    prec.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write a calibrated INT8 Q/DQ graph (+ TensorRT calib cache)",
+    )
+    p.add_argument("--calib", type=Path, help="folder of calibration photos (default: samples)")
+    p.add_argument(
+        "--calib-method",
+        choices=("entropy", "minmax", "percentile"),
+        default="entropy",
+        help="INT8 calibration method (default entropy)",
+    )
+    p.add_argument(
+        "--calib-count", type=positive_int, default=32, help="calibration tiles (default 32)"
+    )
+    p.add_argument(
+        "--min-psnr",
+        type=float,
+        help="PSNR target in dB vs PyTorch FP32 (default: per-model table)",
+    )
     p.add_argument("--engine", action="store_true",
                    help="also build a TensorRT engine here (without TensorRT: print the "
                    "restore-build command to run on the target)")  # fmt: skip
@@ -64,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error("give a MODEL (see --list)")
         from tqdm import tqdm
 
-        from restorekit.export.pipeline import STAGES, ExportOptions, export_model, export_summary
+        from restorekit.export.pipeline import (
+            ExportOptions,
+            export_model,
+            export_summary,
+            stages_for,
+        )
         from restorekit.models.registry import resolve
 
         ref = resolve(args.model)
@@ -73,25 +104,30 @@ def main(argv: list[str] | None = None) -> int:
             model=ref, weights=args.weights, tile=args.tile, batch=args.batch,
             output_dir=args.output, opset=args.opset, simplify=not args.no_simplify,
             dynamic=args.dynamic, images=tuple(args.images) if args.images else None,
-            seed=args.seed,
+            seed=args.seed, precision="fp16" if args.fp16 else "int8" if args.int8 else "fp32",
+            calib=args.calib, calib_method=args.calib_method, calib_count=args.calib_count,
+            min_psnr=args.min_psnr,
         )  # fmt: skip
+        stages = stages_for(options.precision)
         if args.weights is None and not ref.variant.bundled_weights:
             print(f"note: no --weights given: exporting {ref.name} with RANDOM weights "
                   f"(seed {args.seed})", file=sys.stderr)  # fmt: skip
-        with tqdm(total=len(STAGES), desc="export", unit="stage", file=sys.stderr) as bar:
+        with tqdm(total=len(stages), desc="export", unit="stage", file=sys.stderr) as bar:
 
             def on_stage(name: str) -> None:
-                bar.set_postfix_str(name)
-                if bar.n < bar.total and name != STAGES[0]:
+                bar.set_postfix_str(name)  # sub-steps ("fp16: trying Softmax") only relabel
+                if name in stages and name != stages[0]:
                     bar.update(1)
 
             result = export_model(options, on_stage)
             bar.update(bar.total - bar.n)
         print("\n".join(export_summary(result)))
-        if args.engine:
-            from restorekit.export.engine import engine_or_command
+        from restorekit.export.engine import build_command, engine_or_command
 
+        if args.engine:
             print("\n".join(engine_or_command(result.onnx_path)))
+        else:
+            print(f"next: on the target GPU, {build_command(result.onnx_path.name)}")
         return 0
 
     return run(command)

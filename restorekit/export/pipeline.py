@@ -1,8 +1,10 @@
-"""``restore-export``'s library function: build -> trace -> simplify -> check -> verify -> write.
+"""``restore-export``'s library function: build -> trace -> simplify -> check -> verify -> write,
+then, for ``--fp16`` / ``--int8``, calibrate -> lower precision -> verify -> write.
 
 Each stage is reported through ``on_stage`` (the CLI turns it into a progress bar). Nothing is
-written under the final name unless verification passes; the JSON report is written either way, so
-a failed check leaves its figures on disk.
+written under an artifact's final name unless its verification passes; the JSON report is written
+either way, so a failed check leaves its figures on disk. A reduced-precision graph that misses its
+PSNR target stops the command with the figures: there is no silent fall-back to FP32.
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ import onnx
 from restorekit import __version__
 from restorekit.data import sample_paths
 from restorekit.errors import ExportError, VerificationError
+from restorekit.export.compare import OrtSession
 from restorekit.export.simplify import check_graph, op_counts, simplify_graph
 from restorekit.export.targets import targets_for
 from restorekit.export.trace import onnx_from_model
-from restorekit.export.verify import OrtSession, VerificationReport, verify_onnx_against_torch
+from restorekit.export.verify import (
+    Criterion,
+    ReferenceSet,
+    VerificationReport,
+    reference_set,
+    verify_graph,
+)
 from restorekit.files import file_sha256, write_bytes_atomic, write_text_atomic
 from restorekit.manifest import (
     INPUT_NAME,
@@ -36,9 +45,16 @@ from restorekit.manifest import (
 )
 from restorekit.models.build import BuiltModel, model_from_name
 from restorekit.models.registry import ModelRef, resolve
-from restorekit.naming import onnx_name, report_name
+from restorekit.naming import artifact_stem, onnx_name, report_name
 
-STAGES = ("build", "trace", "simplify", "check", "verify", "write")
+PRECISIONS = ("fp32", "fp16", "int8")
+FP32_STAGES = ("build", "trace", "simplify", "check", "verify", "write")
+LOWER_STAGES = ("calibrate", "lower", "verify lowered", "write lowered")
+
+
+def stages_for(precision: str) -> tuple[str, ...]:
+    """The stage names ``export_model`` reports, in order, for a precision."""
+    return FP32_STAGES + (LOWER_STAGES if precision != "fp32" else ())
 
 
 @dataclass(frozen=True)
@@ -47,16 +63,24 @@ class ExportOptions:
 
     Attributes:
         model: registry name (``mprnet.deblur``) or a resolved :class:`ModelRef`.
-        weights: checkpoint file; ``None`` means seeded random weights (said plainly everywhere).
+        weights: checkpoint file; ``None`` means the variant's bundled weights if it ships some,
+            else seeded random weights (said plainly everywhere).
         tile: (height, width) the graph is traced at; default: the variant's tile.
         batch: largest batch the artifact is meant for (the engine profile's max).
-        output_dir: folder for the ONNX, its manifest and the report.
+        output_dir: folder for the ONNX files, their manifests and reports.
         opset: ONNX opset (>= 17: LayerNormalization is native there).
         simplify: run onnxsim.
         dynamic: symbolic height/width; allowed only where a second shape verifies too.
         images: real images for verification; default: the shipped sample photos.
         seed: seed of random weights.
         build_overrides: constructor arguments replacing the variant's (tiny test configs).
+        precision: ``fp32``, ``fp16`` or ``int8`` (the FP32 graph is always written too).
+        calib: folder of calibration photos; default: the shipped sample photos.
+        calib_method: ``entropy``, ``minmax`` or ``percentile`` (INT8).
+        calib_count: number of calibration tiles.
+        min_psnr: PSNR target against PyTorch FP32; default: the per-model table.
+        int8_max_excluded: largest fraction of layers the INT8 search may keep in float.
+        tensorrt_version: version written in the INT8 calibration cache header.
     """
 
     model: str | ModelRef
@@ -70,17 +94,55 @@ class ExportOptions:
     images: tuple[Path, ...] | None = None
     seed: int = 0
     build_overrides: Mapping[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    calib: Path | None = None
+    calib_method: str = "entropy"
+    calib_count: int = 32
+    min_psnr: float | None = None
+    int8_max_excluded: float = 0.25
+    tensorrt_version: str = "10.3.0"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One written ONNX with its manifest and verification."""
+
+    onnx_path: Path
+    manifest: Manifest
+    report: VerificationReport
+    nodes: int
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    onnx_path: Path
-    manifest: Manifest
-    report: VerificationReport
+    """The FP32 artifact, and the reduced-precision one when asked for (then ``onnx_path``)."""
+
+    fp32: Artifact
+    lowered: Artifact | None
     report_path: Path
     nodes_before: int
-    nodes_after: int
     built: BuiltModel
+    notes: tuple[str, ...] = ()
+
+    @property
+    def main(self) -> Artifact:
+        return self.lowered or self.fp32
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.main.onnx_path
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.main.manifest
+
+    @property
+    def report(self) -> VerificationReport:
+        return self.main.report
+
+    @property
+    def nodes_after(self) -> int:
+        return self.fp32.nodes
 
 
 def second_shape(tile: tuple[int, int], multiple_of: int) -> tuple[int, int]:
@@ -89,116 +151,226 @@ def second_shape(tile: tuple[int, int], multiple_of: int) -> tuple[int, int]:
     return tile[0] + 2 * m, tile[1] + m
 
 
-def export_model(
-    options: ExportOptions, on_stage: Callable[[str], None] | None = None
-) -> ExportResult:
-    """Export one model to a verified FP32 ONNX with its manifest and report.
-
-    Raises:
-        UnknownModelError, TileSizeError, WeightsError: bad user input.
-        ExportError: tracing or the graph check failed, or ``dynamic`` is not possible.
-        VerificationError: ONNX Runtime disagrees with PyTorch beyond float rounding (the report
-            with the figures is written beside where the ONNX would have been).
-    """
-    stage = on_stage or (lambda _name: None)
-    ref = resolve(options.model) if isinstance(options.model, str) else options.model
-    spec, variant = ref.spec, ref.variant
-    tile = tuple(options.tile or variant.default_tile)
-    spec.size_rule.check_tile(tile, ref.name)
+def _check_options(options: ExportOptions, ref: ModelRef, tile: tuple[int, int]) -> None:
+    ref.spec.size_rule.check_tile(tile, ref.name)
     if options.batch < 1:
         raise ExportError(f"--batch must be at least 1 (got {options.batch})")
     if options.opset < 17:
         raise ExportError(f"--opset {options.opset} is too old; use 17 or newer")
-    if options.dynamic and not spec.size_rule.shape_general:
+    if options.precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {options.precision!r}; use one of {PRECISIONS}")
+    if options.precision != "fp32" and options.dynamic:
+        raise ExportError(
+            "--fp16/--int8 graphs are calibrated and verified at one tile shape; drop --dynamic"
+        )
+    if options.dynamic and not ref.spec.size_rule.shape_general:
         raise ExportError(
             f"{ref.name} cannot be exported with dynamic height/width: its graph is only valid at "
             f"the traced shape (per-shape constants). Export one static tile per shape instead "
             f"(drop --dynamic; e.g. --tile {tile[0]}x{tile[1]})."
         )
+
+
+def export_model(
+    options: ExportOptions, on_stage: Callable[[str], None] | None = None
+) -> ExportResult:
+    """Export one model to a verified FP32 ONNX (and FP16/INT8 if asked) with manifests, reports.
+
+    Raises:
+        UnknownModelError, TileSizeError, WeightsError, InputError: bad user input.
+        ExportError: tracing or the graph check failed, or the options conflict.
+        VerificationError: an artifact misses its accuracy target (the report with the figures is
+            written beside where the ONNX would have been).
+    """
+    stage = on_stage or (lambda _name: None)
+    ref = resolve(options.model) if isinstance(options.model, str) else options.model
+    variant = ref.variant
+    tile = tuple(options.tile or variant.default_tile)
+    _check_options(options, ref, tile)
     images = tuple(options.images) if options.images else tuple(sample_paths()[:4])
-    targets = targets_for(spec.name)
+    targets = targets_for(ref.spec.name)
+    out_dir = Path(options.output_dir)
+    static_tile = None if options.dynamic else tile
 
     stage("build")
     built = model_from_name(ref, options.weights, options.seed, options.build_overrides)
 
     stage("trace")
     traced = onnx_from_model(
-        built.module, tile, variant.in_channels, spec.output_index, options.opset, options.dynamic
+        built.module,
+        tile,
+        variant.in_channels,
+        ref.spec.output_index,
+        options.opset,
+        options.dynamic,
     )
 
     stage("simplify")
     notes: list[str] = []
     candidate = traced
-    nodes_before = nodes_after = len(traced.graph.node)
     if options.simplify:
         simp = simplify_graph(traced)
-        nodes_after = simp.nodes_after
         if simp.simplified:
             candidate = simp.model
         else:
             notes.append(f"simplification skipped: {simp.error}")
-            warnings.warn(
-                f"onnxsim could not simplify the graph ({simp.error}); keeping it as traced",
-                stacklevel=2,
-            )
+            warnings.warn(f"onnxsim could not simplify the graph ({simp.error})", stacklevel=2)
 
     stage("check")
     check_graph(candidate)
 
     stage("verify")
-    shapes = [tile] + ([second_shape(tile, spec.size_rule.multiple_of)] if options.dynamic else [])
-    name = onnx_name(ref.name, "fp32", None if options.dynamic else tile)
-    report = verify_onnx_against_torch(
-        OrtSession(candidate.SerializeToString()), built, images, shapes,
-        targets.fp32_max_abs, name,
-    )  # fmt: skip
+    shapes = [tile] + (
+        [second_shape(tile, ref.spec.size_rule.multiple_of)] if options.dynamic else []
+    )
+    refs = [reference_set(built, images, s) for s in shapes]
+    criterion = Criterion(max_abs=targets.fp32_max_abs)
+    name = onnx_name(ref.name, "fp32", static_tile)
+    vr = variant.value_range
+    report = verify_graph(OrtSession(candidate.SerializeToString()), refs, vr, criterion, name)
     if not report.passed and candidate is not traced:
         # Only if simplification broke the numbers do we fall back to the traced graph.
-        fallback = verify_onnx_against_torch(
-            OrtSession(traced.SerializeToString()), built, images, shapes,
-            targets.fp32_max_abs, name,
-        )  # fmt: skip
+        fallback = verify_graph(OrtSession(traced.SerializeToString()), refs, vr, criterion, name)
         if fallback.passed:
             warnings.warn(
-                "the simplified graph failed verification; keeping the unsimplified one",
-                stacklevel=2,
+                "the simplified graph failed verification; keeping the traced one", stacklevel=2
             )
-            fallback.notes.append("simplified graph failed verification; unsimplified graph kept")
-            candidate, report, nodes_after = traced, fallback, nodes_before
+            notes.append("simplified graph failed verification; unsimplified graph kept")
+            candidate, report = traced, fallback
     report.notes.extend(notes)
     if built.random:
         report.notes.append(f"weights: {built.weights} - not a trained model")
 
-    out_dir = Path(options.output_dir)
-    report_path = out_dir / report_name(ref.name, "fp32", None if options.dynamic else tile)
-    report_doc = {
+    report_path = out_dir / report_name(ref.name, options.precision, static_tile)
+    doc: dict[str, Any] = {
         "model": ref.name,
         "weights": built.weights,
-        "nodes": {"traced": nodes_before, "final": nodes_after},
+        "nodes": {"traced": len(traced.graph.node), "final": len(candidate.graph.node)},
         "op_counts": op_counts(candidate),
         "fp32": report.to_dict(),
     }
-    write_text_atomic(report_path, json.dumps(report_doc, indent=2) + "\n")
+    _write_report(report_path, doc)
     if not report.passed:
-        w = report.worst
-        if options.dynamic and any(
-            c.shape != tile and c.figures.max_abs > targets.fp32_max_abs for c in report.comparisons
-        ):
-            raise VerificationError(
-                f"{ref.name}: a graph traced at {tile[0]}x{tile[1]} gives wrong results at "
-                f"{shapes[1][0]}x{shapes[1][1]} (max abs {w.max_abs:.3g}): its graph depends on "
-                "the traced shape, so dynamic height/width is refused. Export a static tile "
-                f"(drop --dynamic). Figures: {report_path}"
-            )
-        raise VerificationError(
-            f"{ref.name}: ONNX Runtime output differs from PyTorch beyond float rounding "
-            f"(max abs {w.max_abs:.3g} > {targets.fp32_max_abs:g}, NaN/Inf {w.nonfinite}). "
-            f"Nothing was written except the figures: {report_path}\n{report.table()}"
+        _raise_fp32_failure(
+            ref, report, tile, shapes, targets.fp32_max_abs, options.dynamic, report_path
         )
 
     stage("write")
+    base = _base_manifest(ref, built, options, static_tile, report)
+    fp32 = _write_artifact(candidate, out_dir / name, base, report)
+
+    lowered = None
+    if options.precision != "fp32":
+        lowered = _export_lowered(
+            options, ref, built, candidate, fp32, refs[0], doc, report_path, stage
+        )
+    return ExportResult(fp32, lowered, report_path, len(traced.graph.node), built, tuple(notes))
+
+
+def _export_lowered(
+    options: ExportOptions,
+    ref: ModelRef,
+    built: BuiltModel,
+    fp32_model: onnx.ModelProto,
+    fp32: Artifact,
+    refs: ReferenceSet,
+    doc: dict[str, Any],
+    report_path: Path,
+    stage: Callable[[str], None],
+) -> Artifact:
+    # Imported here: calibration pulls in ONNX Runtime's quantization tools, unused for FP32.
+    from restorekit.calibration.cache import write_cache
+    from restorekit.calibration.feeds import feeds_from_images
+    from restorekit.export.lower_precision import fp16_graph, int8_graph
+
+    precision = options.precision
+    targets = targets_for(ref.spec.name)
+    min_psnr = options.min_psnr if options.min_psnr is not None else (
+        targets.fp16_min_psnr if precision == "fp16" else targets.int8_min_psnr
+    )  # fmt: skip
+    vr = ref.variant.value_range
+    say = lambda msg: stage(f"{precision}: {msg}")  # noqa: E731
+
+    stage("calibrate")
+    calibration = feeds_from_images(
+        options.calib or sample_paths(), fp32.manifest, options.calib_count, options.seed
+    )
+    stage("lower")
+    if precision == "fp16":
+        lowered = fp16_graph(fp32_model, calibration, refs, vr, min_psnr, say)
+    else:
+        lowered = int8_graph(fp32_model, calibration, refs, vr, min_psnr, options.calib_method,
+                             options.int8_max_excluded, options.tensorrt_version, say)  # fmt: skip
+    check_graph(lowered.model)
+
+    stage("verify lowered")
+    tile = fp32.manifest.tile
+    name = onnx_name(ref.name, precision, tile)
+    report = verify_graph(OrtSession(lowered.model.SerializeToString()), [refs], vr,
+                          Criterion(min_psnr=min_psnr), name)  # fmt: skip
+    if built.random:
+        report.notes.append(f"weights: {built.weights} - not a trained model")
+    doc[precision] = {
+        **report.to_dict(),
+        "kept_in_higher_precision": dict(lowered.plan.reasons),
+        "calibration": {"source": calibration.source, "images": calibration.images,
+                        "tiles": calibration.count, "fingerprint": calibration.fingerprint},
+        **lowered.details,
+    }  # fmt: skip
+    _write_report(report_path, doc)
+    if not report.passed:
+        w = report.worst
+        raise VerificationError(
+            f"{ref.name} {precision.upper()}: PSNR {w.psnr:.2f} dB against PyTorch FP32 "
+            f"(target {min_psnr:g} dB), NaN/Inf {w.nonfinite}. Nothing was written except the "
+            f"figures ({report_path}); the FP32 graph is fine: {fp32.onnx_path.name}. "
+            f"Try more or more typical calibration images (--calib DIR), another --calib-method, "
+            f"or state a lower target with --min-psnr if it is acceptable.\n{report.table()}"
+        )
+
+    stage("write lowered")
+    manifest = fp32.manifest.replace(
+        precision=lowered.plan, calibration=lowered.calibration, onnx_sha256="",
+        verification=_verification_record(report),
+    )  # fmt: skip
+    artifact = _write_artifact(lowered.model, report_path.parent / name, manifest, report)
+    if lowered.cache is not None:
+        write_cache(report_path.parent / f"{artifact_stem(ref.name, precision, tile)}.calib.cache",
+                    lowered.cache)  # fmt: skip
+    return artifact
+
+
+def _raise_fp32_failure(ref, report, tile, shapes, limit, dynamic, report_path) -> None:
     w = report.worst
-    manifest = Manifest(
+    if dynamic and any(c.shape != tile and c.figures.max_abs > limit for c in report.comparisons):
+        raise VerificationError(
+            f"{ref.name}: a graph traced at {tile[0]}x{tile[1]} gives wrong results at "
+            f"{shapes[1][0]}x{shapes[1][1]} (max abs {w.max_abs:.3g}): its graph depends on "
+            "the traced shape, so dynamic height/width is refused. Export a static tile "
+            f"(drop --dynamic). Figures: {report_path}"
+        )
+    raise VerificationError(
+        f"{ref.name}: ONNX Runtime output differs from PyTorch beyond float rounding "
+        f"(max abs {w.max_abs:.3g} > {limit:g}, NaN/Inf {w.nonfinite}). "
+        f"Nothing was written except the figures: {report_path}\n{report.table()}"
+    )
+
+
+def _verification_record(report: VerificationReport) -> dict[str, Any]:
+    w = report.worst
+    return {"reference": report.reference, "criterion": report.criterion, **w.to_dict(),
+            "images": len({n for c in report.comparisons for n in c.images})}  # fmt: skip
+
+
+def _base_manifest(
+    ref: ModelRef,
+    built: BuiltModel,
+    options: ExportOptions,
+    tile: tuple[int, int] | None,
+    report: VerificationReport,
+) -> Manifest:
+    variant, spec = ref.variant, ref.spec
+    return Manifest(
         model=ref.name,
         task=variant.task,
         input=TensorSpec(INPUT_NAME, variant.in_channels, color_order=variant.color_order,
@@ -207,7 +379,7 @@ def export_model(
                           value_range=variant.value_range),
         scale=variant.scale,
         multiple_of=spec.size_rule.multiple_of,
-        tile=None if options.dynamic else tile,
+        tile=tile,
         batch=BatchRange(1, options.batch, options.batch),
         overlap=ref.overlap,
         blend=spec.blend,
@@ -216,15 +388,22 @@ def export_model(
         weights=built.weights,
         max_tile_area=spec.size_rule.max_tile_area,
         build_overrides=dict(built.overrides),
-        verification={"reference": "pytorch fp32", "max_abs": w.max_abs, "psnr": w.to_dict()["psnr"],
-                      "ssim": w.ssim, "nonfinite": w.nonfinite, "images": len(images)},
+        verification=_verification_record(report),
         restorekit_version=__version__,
     )  # fmt: skip
-    onnx_path = out_dir / name
-    write_onnx_with_manifest(candidate, onnx_path, manifest)
-    manifest = manifest.replace(onnx_sha256=file_sha256(onnx_path))
-    write_manifest(onnx_path, manifest)
-    return ExportResult(onnx_path, manifest, report, report_path, nodes_before, nodes_after, built)
+
+
+def _write_artifact(
+    model: onnx.ModelProto, path: Path, manifest: Manifest, report: VerificationReport
+) -> Artifact:
+    write_onnx_with_manifest(model, path, manifest)
+    manifest = manifest.replace(onnx_sha256=file_sha256(path))
+    write_manifest(path, manifest)
+    return Artifact(path, manifest, report, len(model.graph.node))
+
+
+def _write_report(path: Path, doc: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 def write_onnx_with_manifest(model: onnx.ModelProto, path: Path, manifest: Manifest) -> None:
@@ -239,18 +418,28 @@ def write_onnx_with_manifest(model: onnx.ModelProto, path: Path, manifest: Manif
 
 
 def export_summary(result: ExportResult) -> Sequence[str]:
-    """Lines the CLI prints after a successful export."""
-    m = result.manifest
-    size_mb = result.onnx_path.stat().st_size / 1e6
-    lines = [
-        result.report.table(),
-        f"nodes: {result.nodes_before} traced -> {result.nodes_after} after simplification",
-        f"wrote {result.onnx_path} ({size_mb:.1f} MB), manifest {result.onnx_path.name}.json, "
-        f"report {result.report_path.name}",
-    ]
+    """Lines the CLI prints after a successful export: each check, then one row per artifact."""
+    lines = [result.fp32.report.table()]
+    if result.lowered:
+        lines.append(result.lowered.report.table())
+    lines.append(f"nodes: {result.nodes_before} traced -> {result.fp32.nodes} after simplification")
+    lines.append("")
+    lines.append(
+        f"{'artifact':<44} {'MB':>6} {'nodes':>6} {'PSNR dB':>8} {'SSIM':>7} {'max abs':>9} {'kept hi':>7}"
+    )
+    for art in filter(None, (result.fp32, result.lowered)):
+        w = art.report.worst
+        psnr = "inf" if w.psnr == float("inf") else f"{w.psnr:.2f}"
+        kept = len(art.manifest.precision.kept_fp32)
+        lines.append(
+            f"{art.onnx_path.name:<44} {art.onnx_path.stat().st_size / 1e6:>6.1f} {art.nodes:>6} "
+            f"{psnr:>8} {w.ssim:>7.5f} {w.max_abs:>9.2e} {kept:>7}"
+        )
+    lines.append(f"(figures vs PyTorch FP32; report {result.report_path})")
     if result.built.random:
         lines.append(
-            f"NOTE: {m.model} was exported with RANDOM weights ({m.weights}); pass --weights PATH "
-            "with the official checkpoint for a useful model."
+            f"NOTE: {result.manifest.model} was exported with RANDOM weights "
+            f"({result.manifest.weights}); pass --weights PATH with the official checkpoint for a "
+            "useful model."
         )
     return lines

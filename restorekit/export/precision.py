@@ -15,6 +15,7 @@ the graph and ONNX Runtime are all it needs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,9 +23,10 @@ import numpy as np
 import onnx
 
 from restorekit.calibration.ranges import TensorRange, activation_ranges
-from restorekit.errors import require
 from restorekit.export.compare import score_graph
+from restorekit.export.fp16_graph import convert_to_fp16
 from restorekit.metrics import Agreement
+from restorekit.onnx_graph import name_nodes
 
 FP16_MAX = 65504.0
 FP16_SAFE = FP16_MAX / 8
@@ -46,22 +48,17 @@ class Fp16Plan:
     kept: dict[str, str] = field(default_factory=dict)
     released: list[str] = field(default_factory=list)  # fragile op types measured safe in FP16
     trail: list[dict] = field(default_factory=list)
-
-
-def name_nodes(model: onnx.ModelProto) -> None:
-    """Give every unnamed node a unique name (plans and block lists refer to nodes by name)."""
-    seen: set[str] = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
-        seen.add(node.name)
+    overflow_risks: list[str] = field(default_factory=list)  # must stay empty
 
 
 def range_unsafe_nodes(model: onnx.ModelProto, ranges: dict[str, TensorRange]) -> dict[str, str]:
-    """Nodes with an output beyond :data:`FP16_SAFE` or non-finite, with the measured figure."""
+    """Nodes with an input or output beyond :data:`FP16_SAFE` or non-finite, with the figure.
+
+    An input counts too: casting it to FP16 on the way in would already overflow.
+    """
     unsafe: dict[str, str] = {}
     for node in model.graph.node:
-        for out in node.output:
+        for out in list(node.output) + list(node.input):
             r = ranges.get(out)
             if r is None:
                 continue
@@ -74,38 +71,34 @@ def range_unsafe_nodes(model: onnx.ModelProto, ranges: dict[str, TensorRange]) -
     return unsafe
 
 
+def fp16_overflow_risks(fp16: onnx.ModelProto, ranges: dict[str, TensorRange]) -> list[str]:
+    """FP16-typed tensors of a converted graph whose measured FP32 range exceeds FP16's maximum.
+
+    ONNX Runtime's CPU provider computes many FP16 operators in FP32 internally, so running the
+    graph on a CPU does not show an overflow a GPU would hit; this check reads the types instead.
+    """
+    inferred = onnx.shape_inference.infer_shapes(fp16)
+    half = {v.name for v in inferred.graph.value_info
+            if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}  # fmt: skip
+    source = {n.output[0]: n.input[0] for n in fp16.graph.node if n.op_type == "Cast"}
+
+    def peak(name: str) -> float:
+        seen = set()
+        while name not in ranges and name in source and name not in seen:
+            seen.add(name)
+            name = source[name]
+        r = ranges.get(name)
+        return math.inf if r is not None and r.nonfinite else (r.max_abs if r else 0.0)
+
+    return sorted(t for t in half if peak(t) > FP16_MAX)
+
+
 def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
-    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32.
-
-    Casts are inserted at every FP32/FP16 boundary (ONNX Runtime's converter, which also keeps
-    inputs that must stay FP32, such as Resize scales).
-    """
-    f16 = require("onnxruntime.transformers.float16", "ort", "FP16 conversion")
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    converted = f16.convert_float_to_float16(
-        copy, keep_io_types=True, node_block_list=list(keep), max_finite_val=FP16_MAX
-    )
-    _drop_repeated_nodes(converted)
-    return converted
-
-
-def _drop_repeated_nodes(model: onnx.ModelProto) -> None:
-    """Remove exact repeats of a node.
-
-    The converter inserts one Cast per consumer of a shared initializer that must stay FP32 (a
-    Resize ``scales`` constant used by several Resize nodes), all with the same name and output.
-    """
-    seen: set[bytes] = set()
-    kept = []
-    for node in model.graph.node:
-        key = node.SerializeToString()
-        if key not in seen:
-            seen.add(key)
-            kept.append(node)
-    if len(kept) != len(model.graph.node):
-        del model.graph.node[:]
-        model.graph.node.extend(kept)
+    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32."""
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    name_nodes(named)
+    return convert_to_fp16(named, list(keep))
 
 
 def plan_fp16(
@@ -144,7 +137,9 @@ def plan_fp16(
             plan.released.append(op_type)
             for n in fragile[op_type]:
                 del plan.kept[n]
-    return plan, to_fp16(model, list(plan.kept))
+    final = to_fp16(model, list(plan.kept))
+    plan.overflow_risks = fp16_overflow_risks(final, ranges)
+    return plan, final
 
 
 def _db(value: float) -> float | str:

@@ -122,35 +122,71 @@ class VerificationReport:
         return "\n".join(rows)
 
 
-def verify_onnx_against_torch(
+@dataclass(frozen=True)
+class ReferenceSet:
+    """Real images at one shape, in the model's convention, and PyTorch's outputs for them."""
+
+    names: tuple[str, ...]
+    inputs: np.ndarray
+    expected: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.inputs.shape[2]), int(self.inputs.shape[3])
+
+
+def reference_set(
+    built: BuiltModel, image_paths: Sequence[Path], shape: tuple[int, int]
+) -> ReferenceSet:
+    """Fit ``image_paths`` to ``shape`` and run the PyTorch model on them once."""
+    variant = built.ref.variant
+    spec = TensorSpec(INPUT_NAME, variant.in_channels, color_order=variant.color_order,
+                      value_range=variant.value_range)  # fmt: skip
+    names, batch = image_batch(image_paths, spec, shape)
+    return ReferenceSet(tuple(names), batch, torch_outputs(built, batch))
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """Pass/fail rule: FP32 is judged by max abs error, reduced precision by PSNR."""
+
+    max_abs: float | None = None
+    min_psnr: float | None = None
+
+    def describe(self) -> str:
+        if self.max_abs is not None:
+            return f"max abs <= {self.max_abs:g}, no NaN/Inf"
+        return f"PSNR >= {self.min_psnr:g} dB, no NaN/Inf"
+
+    def passes(self, worst: Agreement) -> bool:
+        if worst.nonfinite:
+            return False
+        if self.max_abs is not None and worst.max_abs > self.max_abs:
+            return False
+        return self.min_psnr is None or worst.psnr >= self.min_psnr
+
+
+def verify_graph(
     session: OrtSession,
-    built: BuiltModel,
-    image_paths: Sequence[Path],
-    shapes: Sequence[tuple[int, int]],
-    max_abs_limit: float,
+    references: Sequence[ReferenceSet],
+    value_range: float,
+    criterion: Criterion,
     artifact: str,
 ) -> VerificationReport:
-    """Run ``session`` and the PyTorch model on real images at each shape; judge by max abs error.
-
-    At each shape: batch 1 on every image, then one batch of all images.
-    """
-    ref = built.ref
-    spec = TensorSpec(INPUT_NAME, ref.variant.in_channels, color_order=ref.variant.color_order,
-                      value_range=ref.variant.value_range)  # fmt: skip
+    """Run ``session`` on each reference set (batch 1 per image, then all images as one batch)."""
     report = VerificationReport(
-        artifact=artifact, reference="pytorch fp32", criterion=f"max abs <= {max_abs_limit:g}"
+        artifact=artifact, reference="pytorch fp32", criterion=criterion.describe()
     )
-    for shape in shapes:
-        names, batch = image_batch(image_paths, spec, shape)
-        expected = torch_outputs(built, batch)
-        for i, name in enumerate(names):
-            got = session.run(batch[i : i + 1])
-            (fig,) = compare_batches(got, expected[i : i + 1], [name], ref.variant.value_range)
-            report.comparisons.append(Comparison((name,), 1, shape, fig))
-        if len(names) > 1:
-            got = session.run(batch)
-            figs = compare_batches(got, expected, names, ref.variant.value_range)
-            report.comparisons.append(Comparison(tuple(names), len(names), shape, worst_of(figs)))
-    w = report.worst
-    report.passed = w.nonfinite == 0 and w.max_abs <= max_abs_limit
+    for refs in references:
+        for i, name in enumerate(refs.names):
+            got = session.run(refs.inputs[i : i + 1])
+            (fig,) = compare_batches(got, refs.expected[i : i + 1], [name], value_range)
+            report.comparisons.append(Comparison((name,), 1, refs.shape, fig))
+        if len(refs.names) > 1:
+            got = session.run(refs.inputs)
+            figs = compare_batches(got, refs.expected, refs.names, value_range)
+            report.comparisons.append(
+                Comparison(refs.names, len(refs.names), refs.shape, worst_of(figs))
+            )
+    report.passed = criterion.passes(report.worst)
     return report

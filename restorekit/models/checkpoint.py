@@ -198,6 +198,11 @@ def load_weights(module: nn.Module, ref: ModelRef, path: str | Path) -> str:
             hint = f"These weights fit {', '.join(fits[:6])}: pass that model name instead."
         else:
             hint = "They fit no known variant; check that the file belongs to this architecture."
-        raise WeightsError(f"weights {path.name} do not fit {ref.name}: {diff.summary()}. {hint}")
+        # A module whose configuration shows in its keys (PANet's block count) can name the
+        # difference, which a list of missing/unexpected keys does not.
+        describe = getattr(module, "describe_mismatch", None)
+        reason = describe(sd) if callable(describe) else None
+        detail = f"{reason} ({diff.summary()})" if reason else diff.summary()
+        raise WeightsError(f"weights {path.name} do not fit {ref.name}: {detail}. {hint}")
     module.load_state_dict(sd, strict=True)
     return file_sha256(path)

@@ -274,11 +274,13 @@ class Registry:
 
 
 def _build_registry() -> Registry:
-    from restorekit.models.catalog import mprnet, nlrn
+    from restorekit.models.catalog import mprnet, nlrn, panet
 
     registry = Registry()
     registry.add(mprnet.SPEC)
     registry.add(nlrn.SPEC)
+    registry.add(panet.SPEC)
+    registry.add(panet.PAEDSR_SPEC)
     return registry
 
 

@@ -1,0 +1,106 @@
+"""PyTorch eager vs ONNX Runtime FP32 / FP16 / INT8 on this CPU, at each model's default tile.
+
+For each model: export (FP32, FP16, INT8 through ``export_model``, calibrated on the shipped
+photos), then time PyTorch eager and each graph at batch 1 on a real tile — medians of ``--runs``
+runs, all in one process, so ratios compare like with like on a shared, noisy machine — and report
+PSNR against the FP32 output beside each. INT8 is timed in two layouts: TensorRT's (Q/DQ on the
+inputs of Conv/MatMul only, what ``--int8`` writes) and ONNX Runtime's CPU layout (outputs
+quantized too, so ONNX Runtime can run integer convolutions).
+
+    python benchmarks/precision.py                       # every registry default model
+    python benchmarks/precision.py --models mprnet nlrn --runs 5 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from restorekit.calibration.feeds import feeds_from_images
+from restorekit.calibration.qdq import qdq_from_model
+from restorekit.data import sample_paths
+from restorekit.export import ExportOptions, export_model
+from restorekit.export.compare import OrtSession
+from restorekit.export.trace import ResultOnly
+from restorekit.export.verify import image_batch
+from restorekit.metrics import psnr
+from restorekit.onnx_graph import name_nodes
+
+
+def median_seconds(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_model(name: str, runs: int, threads: int, calib_count: int, out: Path) -> list[str]:
+    torch.set_num_threads(threads)
+    fp16 = export_model(ExportOptions(model=name, output_dir=out, precision="fp16",
+                                      calib_count=calib_count, min_psnr=0.0))  # fmt: skip
+    int8 = export_model(ExportOptions(model=name, output_dir=out, precision="int8",
+                                      calib_count=calib_count, min_psnr=0.0))  # fmt: skip
+    m = fp16.fp32.manifest
+    _, tiles = image_batch(sample_paths()[-1:], m.input, m.tile)  # rocket: not in verification
+    x = tiles[:1]
+    wrapper = ResultOnly(fp16.built.module, fp16.built.ref.spec.output_index).eval()
+    with torch.inference_mode():
+        t_torch = median_seconds(lambda: wrapper(torch.from_numpy(x)), runs)
+
+    calibration = feeds_from_images(sample_paths(), m, calib_count)
+    fp32_model = onnx.load(str(fp16.fp32.onnx_path))
+    name_nodes(fp32_model)
+    ort_cpu = qdq_from_model(fp32_model, calibration, "entropy", quantize_outputs=True).model
+    graphs = {
+        "onnx fp32": str(fp16.fp32.onnx_path),
+        "onnx fp16": str(fp16.onnx_path),
+        "onnx int8 (TensorRT layout)": str(int8.onnx_path),
+        "onnx int8 (ORT CPU layout)": ort_cpu.SerializeToString(),
+    }
+    ref = None
+    rows = [f"{name} ({m.model}, tile {m.tile[0]}x{m.tile[1]}, weights: {m.weights[:40]})",
+            f"  {'path':<30} {'median s':>9} {'x torch':>8} {'x fp32':>7} {'PSNR vs fp32':>13}",
+            f"  {'pytorch eager fp32':<30} {t_torch:>9.3f} {1.0:>8.2f} {'':>7} {'':>13}"]  # fmt: skip
+    t_fp32 = None
+    for label, graph in graphs.items():
+        session = OrtSession(graph, threads=threads)
+        out_arr = session.run(x)
+        t = median_seconds(lambda s=session: s.run(x), runs)
+        if ref is None:
+            ref, t_fp32 = out_arr, t
+        quality = psnr(out_arr / m.output.value_range, ref / m.output.value_range)
+        q = "ref" if label == "onnx fp32" else f"{quality:.2f} dB"
+        rows.append(f"  {label:<30} {t:>9.3f} {t / t_torch:>8.2f} {t / t_fp32:>7.2f} {q:>13}")
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["mprnet", "nlrn", "panet", "grl"])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calib-count", type=int, default=16)
+    args = p.parse_args()
+    print(f"numpy {np.__version__}, torch {torch.__version__}, threads {args.threads}, "
+          f"median of {args.runs} runs after one warm-up")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            try:
+                rows = bench_model(name, args.runs, args.threads, args.calib_count, Path(tmp))
+            except Exception as exc:  # one model failing should not hide the others
+                rows = [f"{name}: failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"]
+            print("\n".join(rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Small, torch-free edits of ONNX graphs shared by FP16 planning and INT8 calibration:
+unique node names, topological order, removing orphaned nodes."""
+
+from __future__ import annotations
+
+import onnx
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a unique name (plans and block lists refer to nodes by name)."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def topological_sort(model: onnx.ModelProto) -> None:
+    """Order nodes so that every input is produced before it is used (stable where possible).
+
+    Raises:
+        ValueError: the graph has a cycle or uses a tensor nothing produces.
+    """
+    available = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    available.add("")  # an omitted optional input
+    pending = list(model.graph.node)
+    ordered = []
+    while pending:
+        progressed = False
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+                progressed = True
+            else:
+                rest.append(node)
+        if not progressed:
+            missing = sorted({i for n in rest for i in n.input if i not in available})[:3]
+            raise ValueError(f"graph cannot be ordered: inputs never produced {missing}")
+        pending = rest
+    _replace_nodes(model, ordered)
+
+
+def prune(model: onnx.ModelProto) -> None:
+    """Remove nodes whose outputs nobody uses, then initializers nobody uses."""
+    graph_outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | graph_outputs
+        keep = [n for n in model.graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(model.graph.node):
+            break
+        _replace_nodes(model, keep)
+    used = {i for n in model.graph.node for i in n.input}
+    inits = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)
+
+
+def _replace_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> None:
+    if len(nodes) == len(model.graph.node) and all(
+        a is b for a, b in zip(nodes, model.graph.node, strict=True)
+    ):
+        return
+    copies = [onnx.NodeProto() for _ in nodes]
+    for copy, node in zip(copies, nodes, strict=True):
+        copy.CopyFrom(node)
+    del model.graph.node[:]
+    model.graph.node.extend(copies)

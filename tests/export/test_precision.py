@@ -1,0 +1,173 @@
+"""FP16 and INT8 graphs: checked here with ONNX Runtime against FP32 on inputs the exporter never saw,
+plus the structure TensorRT's explicit quantization needs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from restorekit.calibration.cache import read_cache
+from restorekit.calibration.ranges import activation_ranges
+from restorekit.calibration.search import restore_float
+from restorekit.errors import VerificationError
+from restorekit.export import ExportOptions, export_model
+from restorekit.export.precision import (
+    FP16_SAFE,
+    fp16_overflow_risks,
+    range_unsafe_nodes,
+    to_fp16,
+)
+from restorekit.metrics import psnr
+from restorekit.models import resolve
+
+TINY = resolve("mprnet").spec.tiny
+
+
+def _run(path_or_model, x):
+    src = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
+    s = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    return s.run(None, {"input": x})[0]
+
+
+@pytest.fixture(scope="module")
+def fp16(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp16")
+    return export_model(ExportOptions(model="mprnet.derain", tile=(32, 32), batch=2, output_dir=out,
+                                      build_overrides=TINY, precision="fp16", calib_count=4))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def int8(tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8")
+    return export_model(ExportOptions(model="mprnet.derain", tile=(32, 32), batch=2, output_dir=out,
+                                      build_overrides=TINY, precision="int8", calib_count=6,
+                                      calib_method="minmax", min_psnr=30.0))  # fmt: skip
+
+
+def test_fp16_graph_is_fp16_inside_fp32_outside_and_accurate(fp16):
+    model = onnx.load(str(fp16.onnx_path))
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    dtypes = {i.data_type for i in model.graph.initializer if i.name in conv_weights}
+    assert dtypes == {TensorProto.FLOAT16}
+    x = np.random.default_rng(3).random((2, 3, 32, 32), dtype=np.float32)
+    ref, got = _run(str(fp16.fp32.onnx_path), x), _run(str(fp16.onnx_path), x)
+    assert np.isfinite(got).all()
+    assert psnr(got, ref) >= 45.0
+    m = fp16.manifest
+    assert (
+        m.precision.precision == "fp16" and fp16.onnx_path.name == "mprnet.derain.fp16.32x32.onnx"
+    )
+    report = json.loads(fp16.report_path.read_text())
+    assert report["fp16"]["passed"] and "release_trail" in report["fp16"]
+
+
+def test_out_of_range_node_is_kept_fp32():
+    """A node whose output exceeds FP16's safe range stays FP32; converting it anyway overflows."""
+    big = numpy_helper.from_array(np.array(3e4, np.float32), "big")
+    small = numpy_helper.from_array(np.array(1e-7, np.float32), "small")
+    nodes = [helper.make_node("Mul", ["input", "big"], ["h"], name="scale_up"),
+             helper.make_node("Mul", ["h", "h"], ["h2"], name="square"),
+             helper.make_node("Mul", ["h2", "small"], ["output"], name="scale_down")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, 4, 4])],
+        [big, small],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    x = np.full((1, 1, 4, 4), 0.9, np.float32)
+    unsafe = range_unsafe_nodes(model, activation_ranges(model, [x]))
+    # scale_down's output is small, but its input is not: it must read it in FP32
+    assert set(unsafe) == {"scale_up", "square", "scale_down"} and "65504" in unsafe["square"]
+    ranges = activation_ranges(model, [x])
+    # converted naively, FP16 tensors would hold values beyond 65504 (inf on a GPU; ONNX Runtime's
+    # CPU provider computes such FP16 ops in FP32 and would not show it)
+    assert fp16_overflow_risks(to_fp16(model, []), ranges) == ["h2"]  # h = 27000 still fits
+    assert fp16_overflow_risks(to_fp16(model, list(unsafe)), ranges) == []
+    planned = _run(to_fp16(model, list(unsafe)), x)
+    assert np.allclose(planned, (0.9 * 3e4) ** 2 * 1e-7, rtol=1e-3)
+    assert FP16_SAFE < 65504
+
+
+def test_int8_graph_follows_tensorrt_explicit_quantization(int8):
+    model = onnx.load(str(int8.onnx_path))
+    nodes = model.graph.node
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in nodes for o in n.output}
+    consumers = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    quantized_convs = [n for n in nodes if n.op_type == "Conv" and n.input[0] in producers
+                       and producers[n.input[0]].op_type == "DequantizeLinear"]  # fmt: skip
+    assert quantized_convs
+    for conv in quantized_convs:
+        w_dq = producers[conv.input[1]]
+        assert w_dq.op_type == "DequantizeLinear"
+        w_scale = inits[w_dq.input[1]]
+        out_channels = inits[w_dq.input[0]].shape[0]
+        assert w_scale.shape == (out_channels,)  # per-channel weights
+        assert inits[w_dq.input[0]].dtype == np.int8
+        a_scale = inits[producers[conv.input[0]].input[1]]
+        assert a_scale.size == 1  # per-tensor activations
+    for n in nodes:  # symmetric: every zero point is 0
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2:
+            assert not np.any(inits[n.input[2]])
+    # Q/DQ feed only the quantized operator types
+    for n in nodes:
+        if n.op_type == "DequantizeLinear":
+            assert {c.op_type for c in consumers[n.output[0]]} <= {
+                "Conv",
+                "ConvTranspose",
+                "MatMul",
+                "Gemm",
+            }
+
+
+def test_int8_accuracy_manifest_and_cache(int8):
+    x = np.random.default_rng(4).random((2, 3, 32, 32), dtype=np.float32)
+    ref, got = _run(str(int8.fp32.onnx_path), x), _run(str(int8.onnx_path), x)
+    assert np.isfinite(got).all() and psnr(got, ref) > 25.0
+    m = int8.manifest
+    assert m.precision.precision == "int8" and m.calibration.method == "minmax"
+    assert m.calibration.count == 6 and len(m.calibration.fingerprint) == 64
+    cache = read_cache(int8.onnx_path.with_name("mprnet.derain.int8.32x32.calib.cache"))
+    assert cache.header() == "TRT-100300-MinMaxCalibration"
+    fp32_tensors = {o for n in onnx.load(str(int8.fp32.onnx_path)).graph.node for o in n.output}
+    cache.check_tensors(fp32_tensors | {"input"})
+    # cached scales equal the activation scales of the Q/DQ graph, read here from the graph itself
+    model = onnx.load(str(int8.onnx_path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits:
+            assert cache.scales[n.input[0]] == pytest.approx(float(inits[n.input[1]]), rel=1e-6)
+
+
+def test_taking_every_layer_out_of_int8_gives_fp32_back(int8):
+    qdq, fp32 = onnx.load(str(int8.onnx_path)), onnx.load(str(int8.fp32.onnx_path))
+    convs = [n.name for n in qdq.graph.node if n.op_type == "Conv"]
+    restored = restore_float(qdq, fp32, convs)
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in restored.graph.node)
+    x = np.random.default_rng(5).random((1, 3, 32, 32), dtype=np.float32)
+    assert np.abs(_run(restored, x) - _run(str(int8.fp32.onnx_path), x)).max() < 1e-5
+
+
+def test_unreachable_target_stops_with_what_the_search_reached(tmp_path):
+    with pytest.raises(VerificationError, match="target 80 dB") as err:
+        export_model(ExportOptions(model="mprnet.derain", tile=(32, 32), output_dir=tmp_path,
+                                   build_overrides=TINY, precision="int8", calib_count=4,
+                                   calib_method="minmax", min_psnr=80.0, int8_max_excluded=0.05))  # fmt: skip
+    assert "FP32 graph is fine" in str(err.value)
+    assert not list(tmp_path.glob("*.int8.*.onnx"))
+    report = json.loads(next(tmp_path.glob("*.int8.*.report.json")).read_text())
+    trail = report["int8"]["search_trail"]
+    assert trail[0]["excluded"] == 0 and trail[-1]["excluded"] == report["int8"]["exclusion_limit"]
+    assert report["int8"]["target_met"] is False
