@@ -17,6 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 from restorekit.device import DeviceFacts
 from restorekit.errors import ManifestError
+from restorekit.files import file_sha256
 from restorekit.manifest import Manifest
 from restorekit.naming import onnx_name
 
@@ -53,16 +54,32 @@ def _version(text: str, what: str) -> Version:
         raise ManifestError(f"cannot read the {what} TensorRT version {text!r}") from exc
 
 
+def source_onnx(engine_path: str | Path, manifest: Manifest) -> Path:
+    """Where the ONNX an engine was built from would sit: beside the engine, under the name its
+    engine record gives (else the exporter's naming)."""
+    rec = manifest.engine
+    name = (rec.onnx_file if rec else "") or onnx_name(
+        manifest.model, manifest.precision.precision, manifest.tile
+    )
+    return Path(engine_path).with_name(name)
+
+
 def check_engine_compat(
-    manifest: Manifest, trt_version: str, device: DeviceFacts, engine_path: str | Path = ""
+    manifest: Manifest,
+    trt_version: str,
+    device: DeviceFacts,
+    engine_path: str | Path = "",
+    onnx_path: str | Path | None = None,
 ) -> list[str]:
-    """Check an engine's manifest against this TensorRT and GPU.
+    """Check an engine's manifest against this TensorRT and GPU, and against its source ONNX.
 
     Args:
         manifest: the engine's manifest (sidecar ``.engine.json``).
         trt_version: ``tensorrt.__version__`` here.
         device: this GPU.
-        engine_path: for the message only.
+        engine_path: the engine file (names the messages; its folder is searched for the ONNX).
+        onnx_path: the source ONNX to compare hashes with; ``None`` looks beside the engine and
+            skips the check when it is not there (a Jetson often gets only the engine).
 
     Returns:
         Warnings that do not stop the engine (a different GPU model of the same compute
@@ -103,6 +120,19 @@ def check_engine_compat(
             f"{name} was built for " + "; and for ".join(problems) + ". TensorRT engines do not "
             f"move between these; rebuild it here from its ONNX: `{rebuild_command(manifest)}`"
         )
+    onnx = (
+        Path(onnx_path)
+        if onnx_path
+        else (source_onnx(engine_path, manifest) if engine_path else None)
+    )
+    if manifest.onnx_sha256 and onnx is not None and onnx.is_file():
+        actual = file_sha256(onnx)
+        if actual != manifest.onnx_sha256:
+            raise ManifestError(
+                f"{name} was built from another version of {onnx.name} (sha256 "
+                f"{manifest.onnx_sha256[:12]}..., the file now has {actual[:12]}...): rebuild it: "
+                f"`{rebuild_command(manifest)}`"
+            )
     warnings = []
     if not rec.hardware_compatible and rec.gpu_name and rec.gpu_name != device.name:
         warnings.append(

@@ -274,13 +274,17 @@ class Registry:
 
 
 def _build_registry() -> Registry:
-    from restorekit.models.catalog import mprnet, nlrn, panet
+    from restorekit.models.catalog import grl, mprnet, nlrn, panet
 
     registry = Registry()
     registry.add(mprnet.SPEC)
     registry.add(nlrn.SPEC)
     registry.add(panet.SPEC)
     registry.add(panet.PAEDSR_SPEC)
+    registry.add(grl.SPEC_TINY)
+    registry.add(grl.SPEC_SMALL)
+    registry.add(grl.SPEC_BASE)
+    registry.alias("grl", "grl-t.dn_c3s25")
     return registry
 
 

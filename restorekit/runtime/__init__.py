@@ -1,4 +1,14 @@
 """The PyTorch-free runtime: backends, tiling, pixel conventions and image/video I/O.
 
 Never imports torch (a Jetson runs this with numpy, OpenCV, TensorRT and cuda-python only).
+
+- ``backend``: the :class:`~restorekit.runtime.backend.Backend` interface (context manager,
+  validated ``infer``/``infer_many``); ``ort_backend`` (ONNX Runtime, the reference) and
+  ``trt_backend`` (TensorRT engines) implement it; ``artifact`` opens an ``.onnx``/``.engine``
+  with its manifest behind the right one.
+- ``engine_check``: engine/manifest compatibility and buffer sizing (plain Python);
+  ``cuda_memory``: device memory, pinned buffers, streams over cuda-python or PyCUDA.
+- ``tiling``: tile plans, reflected edges, feathered/averaged blending (numpy only);
+  ``restore``: one image through a backend as the manifest says; ``pixels``: conventions.
+- ``imageio``/``media``: images, folders, globs, videos, cameras; ``jobs``: batch runs.
 """

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -21,8 +23,12 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if str(path).isascii() and path.stat().st_size:
+        # Decoding from the file avoids holding its bytes in memory beside the image.
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    else:  # OpenCV's file API mangles non-ASCII paths on some platforms
+        data = np.fromfile(str(path), dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise InputError(f"cannot decode {path} as an image (corrupt or unsupported format)")
     if image.dtype not in (np.uint8, np.uint16):
@@ -30,19 +36,39 @@ def read_image(path: str | Path) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)  # alpha is not restored
     if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second copy
     return image
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Encode ``image`` (RGB or gray) by the file's extension and write it atomically.
 
+    OpenCV streams the encoded file to a temporary name beside ``path`` (no in-memory copy of the
+    encoded image, which for a large PNG is bigger than the image), renamed into place at the end.
+
     Raises:
         InputError: OpenCV cannot encode to that format.
     """
     path = Path(path)
+    suffix = path.suffix or ".png"
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, buf = cv2.imencode(path.suffix or ".png", bgr)
-    if not ok:
-        raise InputError(f"cannot encode an image as {path.suffix!r}; use .png, .jpg or .tif")
-    write_bytes_atomic(path, buf.tobytes())
+    if not str(path).isascii():
+        # OpenCV's file API mangles non-ASCII paths on some platforms: encode in memory instead.
+        ok, buf = cv2.imencode(suffix, bgr)
+        if not ok:
+            raise InputError(f"cannot encode an image as {suffix!r}; use .png, .jpg or .tif")
+        write_bytes_atomic(path, memoryview(buf))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        try:
+            ok = cv2.imwrite(tmp, bgr)
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise InputError(f"cannot encode an image as {suffix!r}; use .png, .jpg or .tif")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

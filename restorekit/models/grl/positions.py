@@ -1,0 +1,185 @@
+"""Relative-position tables, indices and shift masks of GRL's attention, computed compactly in-graph.
+
+The official code (ofsoundof/GRL-Image-Restoration, ``models/common/ops.py``) precomputes, per input
+size, a relative-position index of ``N1 x N2`` int64 entries and an additive shift mask of
+``windows x N1 x N2`` floats for every attention type. Traced to ONNX these become constants: 268 MB
+of the 291 MB GRL-T graph at 128x128. Here the same quantities come from a few small tensors:
+
+* the coordinate **table** (log-spaced relative coordinates, ``(2h'-1) x (2w'-1) x 2``) and the
+  **index** are built from short ``arange`` vectors by broadcasting;
+* a shift **mask** is never materialised: each token's region label is a row label times a column
+  label, so "labels differ" factors into a row test and a column test
+  (:class:`SeparableMask`), each ``windows x n_rows x n_rows`` booleans, applied with two ``where``.
+
+The aranges start from :func:`shape_anchor`, an integer zero taken from the runtime batch size.
+Without it, exporters and graph simplifiers (onnxsim constant-folds everything whose inputs are
+constants) fold the index into a constant of ``N1 x N2`` entries again; with it the ONNX holds the
+handful of ops that compute it. In eager PyTorch the anchor is the Python int 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+# The official table is scaled to [-8, 8] and log-compressed with log2(8) (Swin V2 style).
+_TABLE_SPAN = 8
+_LOG2_SPAN = math.log2(8)
+
+
+def shape_anchor(batch: int | torch.Tensor) -> int | torch.Tensor:
+    """An integer zero that depends on the runtime batch size (``b // (b + 1)`` is 0 for b >= 0).
+
+    Under tracing ``batch`` is a traced size, so everything built from the anchor stays a small
+    computation in the graph instead of being folded into a large constant.
+    """
+    return batch // (batch + 1)
+
+
+def _arange(start: int, end: int, anchor: int | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.arange(start, end, dtype=dtype) + anchor
+
+
+def _log_spaced(coords: torch.Tensor, positive_extent: int) -> torch.Tensor:
+    # Same element-wise operations, in the same order, as the official table construction, so the
+    # values are bit-identical: divide by the extent, scale to [-8, 8], sign * log2(|t| + 1) / 3.
+    t = coords / positive_extent
+    t = t * _TABLE_SPAN
+    return torch.sign(t) * torch.log2(torch.abs(t) + 1.0) / _LOG2_SPAN
+
+
+def coords_table(
+    window: Sequence[int], down_factor: int, anchor: int | torch.Tensor
+) -> torch.Tensor:
+    """Log-spaced relative coordinates between a window and its (down-sampled) anchor window.
+
+    Equals the official ``get_relative_coords_table_all(window, [0, 0], down_factor)`` without its
+    leading unit dimension: shape ``(wh + ah - 1, ww + aw - 1, 2)`` with ``a = w // down_factor``.
+    """
+    axes, lengths = [], []
+    for w in window:
+        a = w // down_factor
+        positive = w - 1 - (w - a) // 2
+        negative = -(a - 1) - (w - a) // 2
+        axes.append(_log_spaced(_arange(negative, positive + 1, anchor, torch.float32), positive))
+        lengths.append(positive - negative + 1)
+    (rows, cols), (nr, nc) = axes, lengths
+    return torch.stack([rows[:, None].expand(nr, nc), cols[None, :].expand(nr, nc)], dim=-1)
+
+
+def position_index(
+    window: Sequence[int], down_factor: int, window_to_anchor: bool, anchor: int | torch.Tensor
+) -> torch.Tensor:
+    """Index of every (query, key) pair into the flattened coordinate table (int32).
+
+    Equals the official ``get_relative_position_index_simple(window, down_factor,
+    window_to_anchor)``: window tokens at (r, c), anchor tokens at (r', c') both counted from 0,
+    index = (r - r' + ah - 1) * (ww + aw - 1) + (c - c' + aw - 1) for window -> anchor, and the
+    mirrored form for anchor -> window. Shape ``(N1, N2)`` (queries x keys).
+    """
+    wh, ww = window
+    ah, aw = wh // down_factor, ww // down_factor
+    row_len = aw + ww - 1
+    if window_to_anchor:
+        (qh, qw), (kh, kw), (off_h, off_w) = (wh, ww), (ah, aw), (ah - 1, aw - 1)
+    else:
+        (qh, qw), (kh, kw), (off_h, off_w) = (ah, aw), (wh, ww), (wh - 1, ww - 1)
+    qr = _arange(0, qh, anchor, torch.int32)
+    qc = _arange(0, qw, anchor, torch.int32)
+    kr = _arange(0, kh, anchor, torch.int32)
+    kc = _arange(0, kw, anchor, torch.int32)
+    dr = qr[:, None, None, None] - kr[None, None, :, None] + off_h
+    dc = qc[None, :, None, None] - kc[None, None, None, :] + off_w
+    return (dr * row_len + dc).reshape(qh * qw, kh * kw)
+
+
+def region_labels(length: int, window: int, shift: int) -> list[int]:
+    """Label of each position of a cyclically shifted axis: 0, 1 or 2 (official ``_fill_window``).
+
+    The official code assigns labels over the slices ``[0:-window]``, ``[-window:-shift]`` and
+    ``[-shift:]`` in that order; Python slice semantics (including ``-0 == 0``) are kept.
+    """
+    labels = [0] * length
+    for label, part in (
+        (0, slice(0, -window)),
+        (1, slice(-window, -shift)),
+        (2, slice(-shift, None)),
+    ):
+        for i in range(length)[part]:
+            labels[i] = label
+    return labels
+
+
+def _windowed_equal(labels_q: list[int], q: int, labels_k: list[int], k: int) -> torch.Tensor:
+    lq = torch.tensor(labels_q, dtype=torch.int8).reshape(-1, q)
+    lk = torch.tensor(labels_k, dtype=torch.int8).reshape(-1, k)
+    return lq[:, :, None] == lk[:, None, :]
+
+
+@dataclass(frozen=True)
+class SeparableMask:
+    """The official additive shift mask in factored form.
+
+    The official mask is ``-100`` where the query's and key's region labels differ. A label is
+    ``3 * row_label + column_label``, so the mask is ``-100`` unless both the row labels and the
+    column labels agree. ``rows[i, a, b]`` says whether query row ``a`` and key row ``b`` of the
+    ``i``-th window row share a label; ``cols`` likewise for columns.
+
+    Attributes:
+        rows: bool ``(window rows, query rows per window, key rows per window)``.
+        cols: bool ``(window columns, query columns per window, key columns per window)``.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+
+    def apply(self, attn: torch.Tensor, heads: int) -> torch.Tensor:
+        """Add the mask to logits ``(B * windows, heads, N1, N2)`` (windows in row-major order)."""
+        # Constant tensors built in Python: their shapes are plain ints even under tracing.
+        nwr, qr, kr = (int(n) for n in self.rows.shape)
+        nwc, qc, kc = (int(n) for n in self.cols.shape)
+        # (B, window row, window col, head, query row, query col, key row, key col): 8 dims, the
+        # most TensorRT allows.
+        x = attn.reshape(-1, nwr, nwc, heads, qr, qc, kr, kc)
+        rows = self.rows.reshape(nwr, 1, 1, qr, 1, kr, 1)
+        cols = self.cols.reshape(1, nwc, 1, 1, qc, 1, kc)
+        # x + (-100.0) is exactly x - 100.0, and x + 0.0 is x: bit-identical to the official add.
+        masked = x - 100.0
+        x = torch.where(rows, torch.where(cols, x, masked), masked)
+        return x.reshape(-1, heads, qr * qc, kr * kc)
+
+
+def shift_mask(
+    size: Sequence[int],
+    window: Sequence[int],
+    shift: Sequence[int],
+    down_factor: int = 1,
+    window_to_anchor: bool | None = None,
+) -> SeparableMask:
+    """Shift mask of window attention (``window_to_anchor=None``, official ``calculate_mask``) or
+    of anchored stripe attention (official ``calculate_mask_all``).
+
+    Args:
+        size: padded feature size (H, W).
+        window: window or stripe size (h, w).
+        shift: cyclic shift (h, w).
+        down_factor: anchor down-sampling factor (stripe attention).
+        window_to_anchor: ``True`` for queries in the window and keys in the anchor window,
+            ``False`` for the reverse, ``None`` for plain window attention.
+    """
+    factors = []
+    for length, w, s in zip(size, window, shift, strict=True):
+        win = region_labels(length, w, s)
+        if window_to_anchor is None:
+            factors.append(_windowed_equal(win, w, win, w))
+            continue
+        d = down_factor
+        anc = region_labels(length // d, w // d, s // d)
+        if window_to_anchor:
+            factors.append(_windowed_equal(win, w, anc, w // d))
+        else:
+            factors.append(_windowed_equal(anc, w // d, win, w))
+    return SeparableMask(*factors)

@@ -1,0 +1,67 @@
+"""Open an artifact (``.onnx`` or ``.engine``) with its manifest behind the right backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from restorekit.errors import InputError, ManifestError
+from restorekit.manifest import Manifest, read_manifest
+from restorekit.runtime.backend import Backend
+from restorekit.runtime.ort_backend import OrtBackend, OrtOptions
+
+BACKENDS = ("ort", "trt")
+
+
+def default_backend(artifact: str | Path) -> str:
+    """``ort`` for ``.onnx``, ``trt`` for ``.engine``/``.plan``.
+
+    Raises:
+        InputError: the suffix is neither.
+    """
+    suffix = Path(artifact).suffix.lower()
+    if suffix == ".onnx":
+        return "ort"
+    if suffix in (".engine", ".plan"):
+        return "trt"
+    raise InputError(f"{artifact}: expected an .onnx or .engine artifact, got {suffix!r}")
+
+
+def backend_from_artifact(
+    artifact: str | Path,
+    backend: str | None = None,
+    ort_options: OrtOptions | None = None,
+    batch: int | None = None,
+) -> tuple[Backend, Manifest]:
+    """An unopened backend for ``artifact`` and its manifest.
+
+    Args:
+        artifact: an ``.onnx`` or ``.engine`` file with its sidecar manifest.
+        backend: ``ort`` or ``trt``; ``None`` chooses by suffix.
+        ort_options: provider/session options for the ONNX Runtime backend.
+        batch: tiles per call, so a dynamic-batch engine sizes its buffers for it.
+
+    Raises:
+        InputError: the artifact is missing or the backend does not fit it.
+        ManifestError: no readable manifest.
+    """
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise InputError(f"artifact not found: {artifact}")
+    backend = backend or default_backend(artifact)
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    manifest = read_manifest(artifact)
+    if backend == "ort":
+        if artifact.suffix.lower() != ".onnx":
+            raise InputError(
+                f"ONNX Runtime runs .onnx files; {artifact.name} is a TensorRT engine: "
+                "use --backend trt"
+            )
+        return OrtBackend(artifact, ort_options), manifest
+    if artifact.suffix.lower() == ".onnx":
+        raise ManifestError(
+            f"{artifact.name} is an ONNX file; build an engine first: run `restore-build {artifact}`"
+        )
+    from restorekit.runtime.trt_backend import TrtBackend
+
+    return TrtBackend(artifact, manifest, batch=batch), manifest

@@ -1,0 +1,227 @@
+"""Restore one image with a backend, as its manifest says: tile plan, batching, pixel conventions,
+gray-model-on-colour handling and the NaN/Inf check. Frames of a video reuse the same plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from restorekit.errors import InputError, ManifestError, TileSizeError
+from restorekit.manifest import Manifest
+from restorekit.runtime.backend import Backend
+from restorekit.runtime.pixels import (
+    luma_chroma,
+    output_to_image,
+    quantize,
+    recombine_luma,
+    to_model_input,
+    to_unit_output,
+)
+from restorekit.runtime.tiling import NonFiniteTile, TiledResult, TilePlan, plan_tiles, run_tiled
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """User overrides of the manifest's tiling. ``None`` fields take the manifest's value.
+
+    Attributes:
+        tile: tile (height, width); must equal a static engine's shape.
+        overlap: overlap in input pixels.
+        batch: tiles per inference call; must equal a static engine's batch.
+    """
+
+    tile: tuple[int, int] | None = None
+    overlap: int | None = None
+    batch: int | None = None
+
+
+@dataclass
+class Restored:
+    """A restored image (same dtype and channel count as the input) and what went wrong in it."""
+
+    image: np.ndarray
+    nonfinite: list[NonFiniteTile] = field(default_factory=list)
+    tiles: int = 0
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class Restorer:
+    """Drives an open backend over images, following the artifact's manifest.
+
+    Args:
+        backend: an open :class:`Backend` (the restorer never asks which kind).
+        manifest: the artifact's manifest.
+        options: tile/overlap/batch overrides.
+
+    Raises:
+        ManifestError: the manifest contradicts the artifact (tile shape, channels).
+        TileSizeError: an override does not fit the artifact.
+    """
+
+    def __init__(self, backend: Backend, manifest: Manifest, options: TileOptions | None = None):
+        self.backend = backend
+        self.manifest = manifest
+        self.options = options or TileOptions()
+        spec = backend.input_spec
+        if len(spec.shape) != 4:
+            raise ManifestError(f"input '{spec.name}' has shape {spec.shape}; expected NCHW")
+        channels, h, w = spec.shape[1:]
+        if channels is not None and channels != manifest.input.channels:
+            raise ManifestError(
+                f"the artifact takes {channels} channels, its manifest says "
+                f"{manifest.input.channels}; the manifest belongs to another artifact"
+            )
+        self.static_tile = (h, w) if h is not None and w is not None else None
+        if self.static_tile is not None:
+            if manifest.tile is not None and tuple(manifest.tile) != self.static_tile:
+                raise ManifestError(
+                    f"the artifact's tile is {h}x{w} but its manifest says "
+                    f"{manifest.tile[0]}x{manifest.tile[1]}; the manifest belongs to another artifact"
+                )
+            if self.options.tile is not None and tuple(self.options.tile) != self.static_tile:
+                raise TileSizeError(
+                    f"this artifact was exported for {h}x{w} tiles only; use --tile {h}x{w} or "
+                    "export another tile shape"
+                )
+        elif self.options.tile is not None:
+            m = manifest.multiple_of
+            th, tw = self.options.tile
+            if th % m or tw % m:
+                raise TileSizeError(
+                    f"tile {th}x{tw} is not a multiple of {m}; use e.g. --tile "
+                    f"{_round_up(th, m)}x{_round_up(tw, m)}"
+                )
+        self.batch, self.pad_batch = self._batch(spec.static_batch)
+        self.overlap = manifest.overlap if self.options.overlap is None else self.options.overlap
+        self._plans: dict[tuple[int, int], TilePlan] = {}
+
+    def _batch(self, static: int | None) -> tuple[int, bool]:
+        want = self.options.batch
+        if static is not None:
+            if want is not None and want != static:
+                raise TileSizeError(
+                    f"this artifact runs batches of exactly {static}; use --batch {static} "
+                    "or export another batch size"
+                )
+            return static, True
+        rng = self.manifest.batch
+        batch = rng.opt if want is None else want
+        if batch < 1 or batch < rng.min or batch > rng.max:
+            raise TileSizeError(
+                f"batch {batch} is outside the artifact's range {rng.min}..{rng.max}"
+            )
+        # A short last batch is fine for a dynamic batch, unless it is below the profile minimum.
+        return batch, rng.min > 1
+
+    def plan(self, shape: tuple[int, int]) -> TilePlan:
+        """The tile plan for an image of (height, width) (cached per shape)."""
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = self._make_plan(shape)
+            self._plans[shape] = plan
+        return plan
+
+    def _make_plan(self, shape: tuple[int, int]) -> TilePlan:
+        m = self.manifest
+        tile = self.static_tile or self.options.tile
+        if tile is None:
+            # Dynamic graph and no tile asked for: one pass over the image padded to multiple_of.
+            whole = (_round_up(shape[0], m.multiple_of), _round_up(shape[1], m.multiple_of))
+            if m.max_tile_area is not None and whole[0] * whole[1] > m.max_tile_area:
+                raise TileSizeError(
+                    f"a {shape[0]}x{shape[1]} image in one pass exceeds {m.model}'s safe tile area "
+                    f"of {m.max_tile_area} px (attention memory grows with the square of the "
+                    "area); pass --tile, e.g. --tile 256"
+                )
+            return plan_tiles(shape, whole, 0, scale=m.scale, blend=m.blend, margin=0)
+        overlap = min(self.overlap, min(tile) // 2) if m.blend == "feather" else self.overlap
+        if self.options.overlap is not None and overlap != self.options.overlap:
+            raise TileSizeError(
+                f"overlap {self.options.overlap} is more than half the tile {tile[0]}x{tile[1]}; "
+                "choose a smaller --overlap"
+            )
+        return plan_tiles(shape, tuple(tile), overlap, scale=m.scale, blend=m.blend)
+
+    def infer_image(
+        self,
+        image: np.ndarray,
+        on_tiles: Callable[[int], None] | None = None,
+        *,
+        keep_nonfinite: bool = False,
+        emit: Callable[[slice, np.ndarray], None] | None = None,
+    ) -> TiledResult:
+        """The blended model output for an image, in the model's own units: (C, H*s, W*s) float32,
+        not clamped, before any colour recombination (what ``restore-check`` compares).
+        Non-finite tile outputs are reported and zeroed, or with ``keep_nonfinite`` left in.
+        With ``emit``, finished rows are handed over as they complete (see :func:`run_tiled`).
+
+        Raises:
+            InputError: unsupported image shape or dtype.
+            TileSizeError: the model's output shape does not fit the manifest.
+        """
+        image = _check_image(image)
+        hwc = image[:, :, None] if image.ndim == 2 else image
+        dtype = self.backend.input_spec.dtype  # the engine's, e.g. float16 I/O
+        spec = self.manifest.input
+        return run_tiled(
+            hwc,
+            self.plan(hwc.shape[:2]),
+            infer_many=self.backend.infer_many,
+            batch=self.batch,
+            pad_batch=self.pad_batch,
+            prepare=lambda tile, out: to_model_input(tile, spec, out),
+            channels=spec.channels,
+            dtype=dtype,
+            on_batch=on_tiles,
+            keep_nonfinite=keep_nonfinite,
+            emit=emit,
+        )
+
+    def restore(self, image: np.ndarray, on_tiles: Callable[[int], None] | None = None) -> Restored:
+        """Restore an RGB (H, W, 3) or gray (H, W) ``uint8``/``uint16`` image.
+
+        Output values are clamped to the image range; a gray model on a colour image restores the
+        luma and keeps the input's chroma; a colour model on a gray image returns gray.
+
+        Raises:
+            InputError: unsupported image shape or dtype.
+            TileSizeError: the model's output shape does not fit the manifest.
+        """
+        image = _check_image(image)
+        plan = self.plan(image.shape[:2])
+        colour_in = image.ndim == 3
+        spec = self.manifest.output
+        if spec.channels == (3 if colour_in else 1):
+            # The common case: finished rows go straight into the output image, so the float
+            # accumulator holds one tile row, not the whole image.
+            out_h, out_w = plan.output_shape
+            out = np.empty((out_h, out_w, spec.channels), dtype=image.dtype)
+
+            def emit(rows: slice, block: np.ndarray) -> None:
+                out[rows] = output_to_image(block, spec, image.dtype)
+
+            result = self.infer_image(image, on_tiles, emit=emit)
+            return Restored(out if colour_in else out[:, :, 0], result.nonfinite, plan.count)
+        result = self.infer_image(image, on_tiles)
+        unit = to_unit_output(result.output, spec)  # (H, W, C) in [0, 1]
+        if unit.shape[2] == 1 and colour_in:
+            _, crcb = luma_chroma(image)
+            unit = recombine_luma(unit[:, :, 0], crcb)
+        elif unit.shape[2] == 3 and not colour_in:
+            unit = (unit @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+        return Restored(quantize(unit, image.dtype), result.nonfinite, plan.count)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"unsupported image dtype {image.dtype}; use 8- or 16-bit images")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise InputError(f"expected an RGB or gray image, got shape {image.shape}")
+    return image
