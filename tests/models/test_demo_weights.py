@@ -7,6 +7,8 @@ and PSNR is taken against the clean crop.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,17 @@ def test_write_demo_pair_writes_images_a_person_can_compare(tmp_path):
     images = [read_image(p).astype(np.float64) / 255.0 for p in (clean, noisy, restored)]
     assert all(img.shape == (64, 64, 3) for img in images)
     assert psnr(images[2], images[0]) > psnr(images[1], images[0]) + 3.0
+
+
+def test_restore_demo_command_prints_both_psnrs(tmp_path, capsys):
+    from restorekit.cli import demo
+
+    photo = read_image(next(p for p in sample_paths() if p.stem == "chelsea"))
+    small = tmp_path / "chelsea64.png"
+    write_image(small, photo[64:128, 64:128])
+    assert demo.main(["mprnet", str(small), "-o", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [Path(line.split()[0]).name for line in lines] == ["noisy.png", "restored.png"]
+    noisy_db, restored_db = (float(line.split("PSNR ")[1].split()[0]) for line in lines)
+    assert restored_db > noisy_db + 3.0
+    assert demo.main(["nosuchnet", "-o", str(tmp_path / "x")]) == 2
