@@ -292,7 +292,7 @@ def _build_registry() -> Registry:
     registry.add(grl.SPEC_TINY)
     registry.add(grl.SPEC_SMALL)
     registry.add(grl.SPEC_BASE)
-    registry.alias("grl", "grl-t.dn_c3s25")
+    registry.alias("grl", "grl-t.demo_dn_s25")  # the bundled demo weights
     return registry
 
 

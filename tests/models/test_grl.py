@@ -62,7 +62,7 @@ def test_parameter_counts_match_paper() -> None:
 
 
 def test_catalog_names_alias_and_size_rules() -> None:
-    assert resolve("grl").name == "grl-t.dn_c3s25"
+    assert resolve("grl").name == "grl-t.demo_dn_s25"  # the bundled demo weights
     assert resolve("grl-s.jpeg_c1q40").variant.color_order == "Y"
     for name in ("grl-t.jpeg_c3q10", "grl-t.dm", "grl-s.db_gopro", "grl-t.bsr_x4"):
         with pytest.raises(KeyError):

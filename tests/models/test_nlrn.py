@@ -58,7 +58,7 @@ def test_parameter_counts_match_the_paper():
 
 
 def test_registry_carries_each_release_conventions():
-    assert resolve("nlrn").name == "nlrn.dn_s25"
+    assert resolve("nlrn").name == "nlrn.demo_dn_s25"  # the bundled demo weights
     for sigma in (15, 25, 50):
         v0 = resolve(f"nlrn.dn_s{sigma}")
         assert v0.variant.default_tile == (45, 45) and v0.overlap == 45 - 7

@@ -161,7 +161,7 @@ def test_parameter_counts(name, params):
 
 
 def test_registry_variants():
-    assert resolve("panet").name == "panet.dn_s30"
+    assert resolve("panet").name == "panet.demo_dn_s25"  # the bundled demo weights
     names = [f"panet.dn_s{s}" for s in (10, 30, 50, 70)] + [
         f"panet.car_q{q}" for q in (10, 20, 30, 40)
     ]

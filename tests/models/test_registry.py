@@ -19,7 +19,12 @@ def _spec(name="toy", variants=("a", "b"), default="a"):
 
 
 def test_bare_name_resolves_to_documented_default():
-    assert resolve("mprnet").name == "mprnet.deblur"
+    # Bare names resolve to the demo variants whose trained weights ship in the package.
+    assert resolve("mprnet").name == "mprnet.demo_dn_s25"
+    assert resolve("nlrn").name == "nlrn.demo_dn_s25"
+    assert resolve("panet").name == "panet.demo_dn_s25"
+    assert resolve("grl").name == "grl-t.demo_dn_s25"  # an alias
+    assert resolve("mprnet.deblur").name == "mprnet.deblur"
     assert resolve("MPRNet.Derain").name == "mprnet.derain"
     for name in ("mprnet.deblur", "mprnet.denoise", "mprnet.derain"):
         assert name in REGISTRY.names()

@@ -265,6 +265,36 @@ def _bsr() -> Variant:
     )
 
 
+def _demo() -> Variant:
+    # Trained by tools/train_demo.py and shipped in the package, so `grl` restores a photo without
+    # a download. GRL-T's blocks at reduced size: half the width, two stages of two blocks, and
+    # windows/stripes scaled down with the 64-px training crops (pad size 32, which divides 256).
+    config = {
+        "embed_dim": 32,
+        "depths": [2, 2],
+        "num_heads_window": [2, 2],
+        "num_heads_stripe": [2, 2],
+        "local_connection": False,
+        "in_channels": 3,
+        "upscale": 1,
+        "upsampler": "",
+        "window_size": 8,
+        "stripe_size": [16, 32],
+        "anchor_window_down_factor": 4,
+        "mlp_ratio": 2.0,
+    }
+    return Variant(
+        name="demo_dn_s25",
+        task="demo: colour Gaussian denoising, sigma 25; reduced GRL-T (embed 32, 2 stages of 2 "
+        "blocks, window 8, stripes 16x32), trained briefly on scikit-image photos",
+        config=config,
+        default_tile=(256, 256),
+        overlap=32,
+        weights="bundled with restorekit (tools/train_demo.py)",
+        bundled_weights="grl-t.demo_dn_s25.safetensors",
+    )
+
+
 def _spec(name: str, size: str, variants: list[Variant], default: str) -> ArchSpec:
     rules = {pad_size(v.config) for v in variants}
     return ArchSpec(
@@ -284,7 +314,7 @@ def _spec(name: str, size: str, variants: list[Variant], default: str) -> ArchSp
     )
 
 
-SPEC_TINY = _spec("grl-t", "tiny", [*_sr("tiny"), *_dn("tiny")], "dn_c3s25")
+SPEC_TINY = _spec("grl-t", "tiny", [*_sr("tiny"), *_dn("tiny"), _demo()], "dn_c3s25")
 SPEC_SMALL = _spec("grl-s", "small", [*_sr("small"), *_dn("small"), *_jpeg(), _dm()], "dn_c3s25")
 SPEC_BASE = _spec("grl-b", "base", [*_sr("base"), *_dn("base"), *_db(), _bsr()], "sr_x4")
 SPECS = (SPEC_TINY, SPEC_SMALL, SPEC_BASE)

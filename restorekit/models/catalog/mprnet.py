@@ -36,8 +36,20 @@ SPEC = ArchSpec(
             default_tile=(256, 256),
             weights=f"model_deraining.pth, {_RELEASE}",
         ),
+        # Trained by tools/train_demo.py and shipped in the package, so a bare `mprnet` restores
+        # a photo without a download (card: restorekit/data/weights/mprnet.demo_dn_s25.md).
+        Variant(
+            name="demo_dn_s25",
+            task="demo: colour Gaussian denoising, sigma 25; reduced width (n_feat 16, 2 CABs per "
+            "ORB), trained briefly on scikit-image photos",
+            config={"n_feat": 16, "scale_unetfeats": 8, "scale_orsnetfeats": 8, "num_cab": 2},
+            default_tile=(256, 256),
+            weights="bundled with restorekit (tools/train_demo.py)",
+            bundled_weights="mprnet.demo_dn_s25.safetensors",
+        ),
     ),
-    default_variant="deblur",
+    # The bundled demo weights: the only MPRNet weights available without a download.
+    default_variant="demo_dn_s25",
     # The image is halved for stage 2 and quartered for stage 1, whose U-Net halves it twice more.
     size_rule=SizeRule(multiple_of=8, shape_general=True),
     default_overlap=32,

@@ -29,6 +29,16 @@ LATER_PATCH = 43
 
 _V0 = {"num_steps": 12, "corr_propagation": True, "clip_max": None}
 _LATER = {"num_steps": 15, "corr_propagation": False, "clip_max": 1.0}
+# The bundled demo: the original release's layout (correlation propagation) at reduced width, in
+# [0, 1] and clipped; patches at half overlap (stride 16) keep a whole photo to a few seconds.
+DEMO_PATCH = 32
+_DEMO = {
+    "num_features": 32,
+    "nl_features": 16,
+    "num_steps": 4,
+    "corr_propagation": True,
+    "clip_max": 1.0,
+}
 _V0_WEIGHTS = "Ding-Liu/NLRN_v0 README (Google Drive, TF checkpoint); convert with restore-convert"
 _LATER_WEIGHTS = "Ding-Liu/NLRN README sigma{}.zip (TF SavedModel); convert with restore-convert"
 
@@ -91,8 +101,25 @@ SPEC = ArchSpec(
         _later_denoise(15),
         _later_denoise(25),
         _later_denoise(50),
+        # Trained by tools/train_demo.py and shipped in the package, so a bare `nlrn` restores a
+        # photo without a download (card: restorekit/data/weights/nlrn.demo_dn_s25.md).
+        Variant(
+            name="demo_dn_s25",
+            task="demo: gray Gaussian denoising, sigma 25; reduced width (32 features, 4 states, "
+            "32x32 patches at stride 16), trained briefly on scikit-image photos",
+            config=_DEMO,
+            default_tile=(DEMO_PATCH, DEMO_PATCH),
+            in_channels=1,
+            out_channels=1,
+            value_range=1.0,
+            color_order="GRAY",
+            overlap=DEMO_PATCH // 2,
+            weights="bundled with restorekit (tools/train_demo.py)",
+            bundled_weights="nlrn.demo_dn_s25.safetensors",
+        ),
     ),
-    default_variant="dn_s25",
+    # The bundled demo weights: the only NLRN weights available without a conversion.
+    default_variant="demo_dn_s25",
     # The graph computes at any patch size, but the patch is the model's non-local neighbourhood
     # (trained and evaluated at 45x45 or 43x43): each variant's default tile is its official patch.
     # Attention memory is (H*W)^2 per patch; 64x64 (67 MB per score matrix) bounds it.

@@ -115,10 +115,24 @@ SPEC = ArchSpec(
         ),
         # Input: the Bayer mosaic laid out as an RGB image (zeros where a colour was not sampled).
         _panet("demosaic", "demosaicking (mosaicked RGB input)", "model_best.pt"),
+        # Trained by tools/train_demo.py and shipped in the package, so a bare `panet` restores a
+        # photo without a download. The attention's cost grows with the square of the tile area,
+        # so the demo trains and runs on 32x32 tiles (overlap 8).
+        Variant(
+            name="demo_dn_s25",
+            task="demo: colour Gaussian denoising, sigma 25; reduced PANet (4 residual blocks, "
+            "32 features, 32x32 tiles), trained briefly on scikit-image photos",
+            config={**_PANET, "n_resblocks": 4, "n_feats": 32, "n_colors": 3},
+            default_tile=(32, 32),
+            overlap=8,
+            weights="bundled with restorekit (tools/train_demo.py)",
+            bundled_weights="panet.demo_dn_s25.safetensors",
+        ),
     ),
     # sigma 30 is the middle of the released noise levels: strong enough for typical noisy
     # photos without the over-smoothing of the sigma 50/70 models on mildly noisy ones.
-    default_variant="dn_s30",
+    # The bundled demo weights: the only PANet weights available without a download.
+    default_variant="demo_dn_s25",
     size_rule=_SIZE_RULE,
     default_overlap=_OVERLAP,
     checkpoint=CheckpointFormat(wrappers=("state_dict",), strip_prefixes=("module.",)),

@@ -1,0 +1,178 @@
+"""The demo task of the bundled weights: Gaussian denoising at sigma 25 on 8-bit photos.
+
+Official checkpoints cannot be downloaded at run time, so each architecture has a small
+``<arch>.demo_dn_s25`` variant trained by ``tools/train_demo.py`` on photos shipped with
+scikit-image, and evaluated on the package's five sample photos, which are never trained on.
+This module holds what training, the held-out benchmark (``benchmarks/demo_heldout.py``), the
+tests and the README's demo share: the noise model, whole-image inference of a PyTorch model,
+and the noisy/restored image pair a person can look at.
+
+The noise model is that of a saved noisy photo: ``clean + N(0, (25/255)^2)``, clipped to [0, 1]
+and rounded to 8 bits, from a seeded generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from restorekit.errors import InputError
+from restorekit.metrics import psnr
+from restorekit.models.build import BuiltModel, model_from_name
+from restorekit.models.nlrn import official_patch_average
+from restorekit.models.registry import ModelRef
+
+SIGMA = 25.0 / 255.0
+# ITU-R BT.601 luma, used to turn the colour sample photos into gray ones for gray models.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def add_noise(clean: np.ndarray, seed: int, sigma: float = SIGMA) -> np.ndarray:
+    """``clean`` (float in [0, 1]) plus seeded Gaussian noise, clipped and rounded to 8 bits."""
+    rng = np.random.default_rng(seed)
+    noisy = clean + rng.normal(0.0, sigma, clean.shape)
+    return np.round(np.clip(noisy, 0.0, 1.0) * 255.0) / 255.0
+
+
+def to_model_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """An RGB or gray float image as ``channels`` channels (HWC for 3, HW for 1).
+
+    Raises:
+        InputError: a gray image for a colour model.
+    """
+    if channels == 1:
+        return image @ _LUMA if image.ndim == 3 else image
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"this model restores RGB images; got shape {image.shape}")
+    return image
+
+
+def tiled_restore(
+    ref: ModelRef, image: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Restore a float image in [0, 1] (HWC RGB or HW gray) with ``forward``, in [0, 1].
+
+    ``forward`` maps an NCHW float32 batch in the model's value range to its output batch (a
+    PyTorch module or an ONNX Runtime session). The image is reflect-padded to the architecture's
+    size multiple, cut into tiles of the variant's default tile (the whole image when it is
+    smaller) with the variant's overlap, and the overlapping outputs are averaged: for NLRN this
+    is exactly the official patch protocol, for the others a plain reference good enough for a
+    demo.
+
+    Raises:
+        InputError: the image's channels do not match the model.
+    """
+    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    if chw.shape[0] != ref.variant.in_channels:
+        raise InputError(
+            f"{ref.name} takes {ref.variant.in_channels}-channel images, got {chw.shape[0]}"
+        )
+    h, w = chw.shape[1:]
+    ph, pw = ref.spec.size_rule.padded_shape(h, w)
+    tile = min(ref.variant.default_tile[0], ph, pw)
+    ph, pw = max(ph, tile), max(pw, tile)
+    padded = np.pad(chw, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect")
+    stride = max(1, tile - ref.overlap) if tile < max(ph, pw) else tile
+    scale = ref.variant.value_range
+
+    def scaled(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(forward((batch * scale).astype(np.float32)), dtype=np.float64) / scale
+
+    out = official_patch_average(padded, scaled, patch=tile, stride=stride, batch=8)
+    out = np.clip(out[:, :h, :w], 0.0, 1.0)
+    return out[0] if image.ndim == 2 else out.transpose(1, 2, 0)
+
+
+def restore_array(built: BuiltModel, image: np.ndarray) -> np.ndarray:
+    """Restore a float image in [0, 1] with a PyTorch model (see :func:`tiled_restore`).
+
+    Raises:
+        InputError: the image's channels do not match the model.
+    """
+    index = built.ref.spec.output_index
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = built.module(torch.from_numpy(batch))
+        return (out if index is None else out[index]).numpy()
+
+    return tiled_restore(built.ref, image, forward)
+
+
+@dataclass(frozen=True)
+class HeldOutRow:
+    """PSNR (dB) of one held-out photo: the noisy input and the restored output vs the clean."""
+
+    image: str
+    noisy_psnr: float
+    restored_psnr: float
+
+    @property
+    def gain(self) -> float:
+        return self.restored_psnr - self.noisy_psnr
+
+
+def heldout_rows(
+    built: BuiltModel,
+    crop: int | None = None,
+    seed: int = 0,
+    forward: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[HeldOutRow]:
+    """Noisy vs restored PSNR on each shipped sample photo (centre ``crop`` if given).
+
+    The noise of photo ``i`` is drawn with seed ``seed + i``, so every run sees the same inputs.
+    ``forward`` (an NCHW batch function, e.g. an ONNX Runtime session) replaces the PyTorch
+    module when given.
+    """
+    from restorekit.data import sample_images, sample_paths
+
+    rows = []
+    for i, (path, rgb) in enumerate(zip(sample_paths(), sample_images(), strict=True)):
+        clean = to_model_channels(rgb.astype(np.float64) / 255.0, built.ref.variant.in_channels)
+        if crop is not None:
+            top, left = (clean.shape[0] - crop) // 2, (clean.shape[1] - crop) // 2
+            clean = clean[top : top + crop, left : left + crop]
+        noisy = add_noise(clean, seed + i)
+        if forward is None:
+            restored = restore_array(built, noisy)
+        else:
+            restored = tiled_restore(built.ref, noisy, forward)
+        rows.append(HeldOutRow(path.stem, psnr(noisy, clean), psnr(restored, clean)))
+    return rows
+
+
+def write_demo_pair(
+    model: str, output_dir: str | Path, image: str | Path | None = None, seed: int = 0
+) -> tuple[Path, Path, Path]:
+    """Write ``clean.png``, ``noisy.png`` (sigma 25) and ``restored.png`` into ``output_dir``.
+
+    Without ``image`` the shipped sample photo ``astronaut`` is used. The model is built by name,
+    so a bare architecture name uses its bundled demo weights.
+
+    Returns:
+        The three written paths (clean, noisy, restored).
+
+    Raises:
+        InputError: the image cannot be read or does not fit the model.
+        UnknownModelError: unknown model name.
+    """
+    from restorekit.data import sample_paths
+    from restorekit.runtime.imageio import read_image, write_image
+
+    built = model_from_name(model)
+    path = Path(image) if image is not None else sample_paths()[0]
+    raw = read_image(path)
+    peak = 65535.0 if raw.dtype == np.uint16 else 255.0
+    clean = to_model_channels(raw.astype(np.float64) / peak, built.ref.variant.in_channels)
+    noisy = add_noise(clean, seed)
+    restored = restore_array(built, noisy)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = (out / "clean.png", out / "noisy.png", out / "restored.png")
+    for p, img in zip(paths, (clean, noisy, restored), strict=True):
+        write_image(p, np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8))
+    return paths
