@@ -292,6 +292,7 @@ def _demo() -> Variant:
         overlap=32,
         weights="bundled with restorekit (tools/train_demo.py)",
         bundled_weights="grl-t.demo_dn_s25.safetensors",
+        size_rule=SizeRule(multiple_of=32, shape_general=False),
     )
 
 
