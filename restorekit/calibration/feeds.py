@@ -82,14 +82,6 @@ class _TileCapture(Backend):
         self._out = IOSpec(OUTPUT_NAME, (1, c_out, tile[0] * s, tile[1] * s), np.dtype(np.float32))
         self.tiles: list[np.ndarray] = []
 
-    @property
-    def input_spec(self) -> IOSpec:
-        return self._in
-
-    @property
-    def output_spec(self) -> IOSpec:
-        return self._out
-
     def _activate(self) -> None:
         pass
 

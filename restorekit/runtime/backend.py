@@ -91,15 +91,21 @@ class Backend(abc.ABC):
         return self._open
 
     # -- what the tiler needs --------------------------------------------------------------------
-    @property
-    @abc.abstractmethod
-    def input_spec(self) -> IOSpec:
-        """The image input (N, C, H, W). Valid once the backend is open."""
+    # Subclasses set ``_in`` and ``_out`` when they open (or at construction when they know them).
+    _in: IOSpec | None = None
+    _out: IOSpec | None = None
 
     @property
-    @abc.abstractmethod
+    def input_spec(self) -> IOSpec:
+        """The image input (N, C, H, W). Valid once the backend is open."""
+        assert self._in is not None, "backend not open"
+        return self._in
+
+    @property
     def output_spec(self) -> IOSpec:
         """The restored output (N, C, H*s, W*s). Valid once the backend is open."""
+        assert self._out is not None, "backend not open"
+        return self._out
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch (N, C, H, W) and return the output batch as float32.

@@ -124,16 +124,6 @@ class OrtBackend(Backend):
         self._out: IOSpec | None = None
 
     @property
-    def input_spec(self) -> IOSpec:
-        assert self._in is not None, "backend not open"
-        return self._in
-
-    @property
-    def output_spec(self) -> IOSpec:
-        assert self._out is not None, "backend not open"
-        return self._out
-
-    @property
     def providers(self) -> list[str]:
         """The providers the open session actually uses."""
         return list(self._session.get_providers()) if self._session is not None else []

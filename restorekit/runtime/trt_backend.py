@@ -80,16 +80,6 @@ class TrtBackend(Backend):
         self._tensors: list[EngineTensor] = []
         self.buffers: list[BufferPlan] = []
 
-    @property
-    def input_spec(self) -> IOSpec:
-        assert self._in is not None, "backend not open"
-        return self._in
-
-    @property
-    def output_spec(self) -> IOSpec:
-        assert self._out is not None, "backend not open"
-        return self._out
-
     # -- lifecycle -------------------------------------------------------------------------------
     def _activate(self) -> None:
         trt = self._trt_arg or require("tensorrt", "tensorrt", "the TensorRT backend")
