@@ -7,6 +7,11 @@ PSNR against the FP32 output beside each. INT8 is timed in two layouts: TensorRT
 inputs of Conv/MatMul only, what ``--int8`` writes) and ONNX Runtime's CPU layout (outputs
 quantized too, so ONNX Runtime can run integer convolutions).
 
+Demo variants (bundled weights) also get the *task* figure: mean PSNR against the clean photo of
+the five held-out sample photos with sigma-25 noise (centre ``--crop``), restored by each graph,
+and its loss against the FP32 graph. They are calibrated on what they will be fed: the noisy
+training photos (``restorekit.models.demo.write_noisy_photos``), never the held-out ones.
+
     python benchmarks/precision.py                       # every registry default model
     python benchmarks/precision.py --models mprnet nlrn --runs 5 --threads 2
 """
@@ -31,6 +36,9 @@ from restorekit.export.compare import OrtSession
 from restorekit.export.trace import ResultOnly
 from restorekit.export.verify import image_batch
 from restorekit.metrics import psnr
+from restorekit.models.build import model_from_name
+from restorekit.models.demo import heldout_rows, write_noisy_photos
+from restorekit.models.registry import resolve
 from restorekit.onnx_graph import name_nodes
 
 
@@ -44,12 +52,25 @@ def median_seconds(fn, runs: int) -> float:
     return statistics.median(times)
 
 
-def bench_model(name: str, runs: int, threads: int, calib_count: int, out: Path) -> list[str]:
+def task_psnr(name: str, graph: str | bytes, crop: int, threads: int) -> float:
+    """Mean restored PSNR (dB, vs clean) of the held-out noisy photos, restored by ``graph``."""
+    session = OrtSession(graph, threads=threads)
+    rows = heldout_rows(model_from_name(name), crop=crop, forward=session.run)
+    return sum(r.restored_psnr for r in rows) / len(rows)
+
+
+def bench_model(
+    name: str, runs: int, threads: int, calib_count: int, calib: Path | None, crop: int, out: Path
+) -> list[str]:
     torch.set_num_threads(threads)
-    fp16 = export_model(ExportOptions(model=name, output_dir=out, precision="fp16",
-                                      calib_count=calib_count, min_psnr=0.0))  # fmt: skip
-    int8 = export_model(ExportOptions(model=name, output_dir=out, precision="int8",
-                                      calib_count=calib_count, min_psnr=0.0))  # fmt: skip
+    ref = resolve(name)
+    demo = bool(ref.variant.bundled_weights)
+    if calib is None and demo:
+        calib = out / f"calib_{ref.variant.in_channels}ch"
+        write_noisy_photos(calib, ref.variant.in_channels)
+    common = dict(model=name, output_dir=out, calib=calib, calib_count=calib_count)
+    fp16 = export_model(ExportOptions(**common, precision="fp16"))
+    int8 = export_model(ExportOptions(**common, precision="int8"))
     m = fp16.fp32.manifest
     _, tiles = image_batch(sample_paths()[-1:], m.input, m.tile)  # rocket: not in verification
     x = tiles[:1]
@@ -57,7 +78,7 @@ def bench_model(name: str, runs: int, threads: int, calib_count: int, out: Path)
     with torch.inference_mode():
         t_torch = median_seconds(lambda: wrapper(torch.from_numpy(x)), runs)
 
-    calibration = feeds_from_images(sample_paths(), m, calib_count)
+    calibration = feeds_from_images(calib or sample_paths(), m, calib_count)
     fp32_model = onnx.load(str(fp16.fp32.onnx_path))
     name_nodes(fp32_model)
     ort_cpu = qdq_from_model(fp32_model, calibration, "entropy", quantize_outputs=True).model
@@ -68,10 +89,12 @@ def bench_model(name: str, runs: int, threads: int, calib_count: int, out: Path)
         "onnx int8 (ORT CPU layout)": ort_cpu.SerializeToString(),
     }
     ref = None
-    rows = [f"{name} ({m.model}, tile {m.tile[0]}x{m.tile[1]}, weights: {m.weights[:40]})",
-            f"  {'path':<30} {'median s':>9} {'x torch':>8} {'x fp32':>7} {'PSNR vs fp32':>13}",
+    rows = [f"{name} ({m.model}, tile {m.tile[0]}x{m.tile[1]}, weights: {m.weights[:40]}, "
+            f"calibration: {calib or 'samples'})",
+            f"  {'path':<30} {'median s':>9} {'x torch':>8} {'x fp32':>7} {'PSNR vs fp32':>13}"
+            + (f" {'task dB':>8} {'loss dB':>8}" if demo else ""),
             f"  {'pytorch eager fp32':<30} {t_torch:>9.3f} {1.0:>8.2f} {'':>7} {'':>13}"]  # fmt: skip
-    t_fp32 = None
+    t_fp32 = task_fp32 = None
     for label, graph in graphs.items():
         session = OrtSession(graph, threads=threads)
         out_arr = session.run(x)
@@ -80,7 +103,12 @@ def bench_model(name: str, runs: int, threads: int, calib_count: int, out: Path)
             ref, t_fp32 = out_arr, t
         quality = psnr(out_arr / m.output.value_range, ref / m.output.value_range)
         q = "ref" if label == "onnx fp32" else f"{quality:.2f} dB"
-        rows.append(f"  {label:<30} {t:>9.3f} {t / t_torch:>8.2f} {t / t_fp32:>7.2f} {q:>13}")
+        row = f"  {label:<30} {t:>9.3f} {t / t_torch:>8.2f} {t / t_fp32:>7.2f} {q:>13}"
+        if demo:
+            task = task_psnr(name, graph, crop, threads)
+            task_fp32 = task if task_fp32 is None else task_fp32
+            row += f" {task:>8.2f} {task_fp32 - task:>8.3f}"
+        rows.append(row)
     return rows
 
 
@@ -90,13 +118,16 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib-count", type=int, default=16)
+    p.add_argument("--calib", type=Path, help="calibration photos (default: see above)")
+    p.add_argument("--crop", type=int, default=256, help="centre crop of the held-out photos")
     args = p.parse_args()
     print(f"numpy {np.__version__}, torch {torch.__version__}, threads {args.threads}, "
           f"median of {args.runs} runs after one warm-up")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             try:
-                rows = bench_model(name, args.runs, args.threads, args.calib_count, Path(tmp))
+                rows = bench_model(name, args.runs, args.threads, args.calib_count, args.calib,
+                                   args.crop, Path(tmp))  # fmt: skip
             except Exception as exc:  # one model failing should not hide the others
                 rows = [f"{name}: failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"]
             print("\n".join(rows), flush=True)

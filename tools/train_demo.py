@@ -26,28 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from restorekit.models.demo import COLOUR_IMAGES, GRAY_IMAGES, training_images
 from restorekit.models.registry import resolve
 
-# Held out: the package's sample photos come from these scikit-image images (never train on them).
-HELD_OUT_SOURCES = ("astronaut", "camera", "chelsea", "cat", "coffee", "rocket")
-# Natural photos and textures in the scikit-image wheel (no download), RGB then gray.
-COLOUR_IMAGES = (
-    "motorcycle_left.png",
-    "motorcycle_right.png",
-    "hubble_deep_field.jpg",
-    "ihc.png",
-    "retina.jpg",
-)
-GRAY_IMAGES = (
-    "brick.png",
-    "grass.png",
-    "gravel.png",
-    "coins.png",
-    "moon.png",
-    "page.png",
-    "text.png",
-    "cell.png",
-)
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "restorekit" / "data" / "weights"
 
 
@@ -72,27 +53,6 @@ RECIPES = {
     "grl": Recipe("grl-t.demo_dn_s25", crop=64, batch=8, lr=1e-3, steps=200, colour_share=0.75),
     "panet": Recipe("panet.demo_dn_s25", crop=32, batch=8, lr=1e-3, steps=200, colour_share=0.75),
 }
-
-
-def training_images(channels: int) -> list[np.ndarray]:
-    """The training photos as float32 arrays in [0, 1], HWC with ``channels`` channels."""
-    import skimage
-    import skimage.io
-
-    folder = Path(skimage.__file__).parent / "data"
-    images = []
-    for name in COLOUR_IMAGES + GRAY_IMAGES:
-        assert not any(name.startswith(h) for h in HELD_OUT_SOURCES), name
-        img = skimage.io.imread(folder / name).astype(np.float32) / 255.0
-        if img.ndim == 2:
-            img = img[..., None]
-        img = img[..., :3]
-        if channels == 1 and img.shape[2] == 3:
-            img = (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
-        elif channels == 3 and img.shape[2] == 1:
-            img = np.repeat(img, 3, axis=2)
-        images.append(np.ascontiguousarray(img))
-    return images
 
 
 def sample_batch(

@@ -1,9 +1,17 @@
 """Activation ranges of an ONNX graph, measured with ONNX Runtime on real tiles.
 
-ONNX Runtime has no per-node hooks, so intermediate tensors are made graph outputs. All of them at
-once would need the memory of every activation of the network at the same time (gigabytes for a
-256x256 tile of a restoration net), so they are exposed in chunks that fit a memory budget, one
-session per chunk.
+ONNX Runtime has no per-node hooks. Exposing every intermediate tensor as a graph output would hold
+all activations of a tile at once (41 GiB for GRL-T at 256x256), so the statistics are computed
+*inside* the graph instead: each measured tensor gets ``Abs -> ReduceMax`` and ``ReduceSum``
+reductions whose scalar results are the outputs. One session, one run per batch, the memory of an
+ordinary forward pass, and ONNX Runtime's optimisations stay on (they preserve what every output
+computes). A sum that is not finite marks a tensor that holds NaN/Inf; only those few tensors are
+then exposed whole, to count the bad values.
+
+Operators that cannot make values larger (reshape, transpose, slice, concat, ReLU, clip, ...) and
+those with a fixed output bound (softmax, sigmoid, erf, tanh) are not measured: their range is
+derived from their inputs', an upper bound. That skips about half the tensors of GRL, among them
+the attention probabilities, its largest.
 """
 
 from __future__ import annotations
@@ -13,8 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from restorekit.errors import require
+
+# |output| <= max |float input|: values moved, selected, or shrunk towards zero.
+NOT_GROWING = {
+    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Expand", "Slice",
+    "Gather", "GatherElements", "GatherND", "Split", "Concat", "Tile", "DepthToSpace",
+    "SpaceToDepth", "MaxPool", "Relu", "Clip", "LeakyRelu",
+}  # fmt: skip
+# |output| <= a constant whatever the (finite) input.
+FIXED_BOUND = {"Softmax": 1.0, "Sigmoid": 1.0, "Tanh": 1.0, "Erf": 1.0, "HardSigmoid": 1.0}
 
 
 @dataclass(frozen=True)
@@ -31,7 +49,7 @@ def float_tensors(model: onnx.ModelProto) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.output):
         t = info.type.tensor_type
-        if t.elem_type != onnx.TensorProto.FLOAT:
+        if t.elem_type != TensorProto.FLOAT:
             continue
         dims = [d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim]
         sizes[info.name] = int(np.prod(dims)) if dims else 1
@@ -53,44 +71,149 @@ def chunk_by_budget(sizes: dict[str, int], batch: int, budget_bytes: int) -> lis
 
 
 def session_exposing(model: onnx.ModelProto, names: list[str], threads: int | None):
-    ort = require("onnxruntime", "calibration", "Measuring activation ranges")
+    """A session whose outputs are the named intermediate tensors, whole."""
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     del exposed.graph.output[:]
     for name in names:
-        exposed.graph.output.append(
-            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        )
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+        exposed.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     # Keep every tensor as named: fusions would drop the ones we ask for.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(
-        exposed.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-    )
+    return _session(exposed, threads, optimize=False)
+
+
+def measured_and_derived(
+    model: onnx.ModelProto,
+) -> tuple[list[str], dict[str, tuple[list[str], float | None]]]:
+    """Float tensors to measure, and those whose range follows from their inputs (in graph order).
+
+    A derived tensor maps to its sources and a fixed bound (``None``: the sources' largest range).
+    A node's output is derived when every float input has a range: measured, derived earlier, or
+    an initializer (graph inputs are not measured, so a node reading one is measured).
+    """
+    floats = float_tensors(model)
+    inits = {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
+    inputs = {
+        i.name for i in model.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT
+    }
+    known = set(inits)
+    measured: list[str] = []
+    derived: dict[str, tuple[list[str], float | None]] = {}
+    for node in model.graph.node:
+        outs = [o for o in node.output if o in floats]
+        if not outs:
+            continue
+        sources = [i for i in node.input if i in floats or i in inits or i in inputs]
+        derivable = node.op_type in NOT_GROWING or node.op_type in FIXED_BOUND
+        if derivable and sources and all(s in known for s in sources):
+            for o in outs:
+                derived[o] = (sources, FIXED_BOUND.get(node.op_type))
+        else:
+            measured.extend(outs)
+        known.update(outs)
+    return measured, derived
+
+
+def statistics_graph(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """``model`` whose outputs are, per tensor, max |x| and sum |x| (both scalars).
+
+    Each tensor's reductions sit right after the node producing it, so ONNX Runtime, run in
+    priority-based (graph) order, frees the tensor as early as the original graph does.
+    """
+    stats = onnx.ModelProto()
+    stats.CopyFrom(model)
+    graph = stats.graph
+    del graph.output[:]
+    index = {name: i for i, name in enumerate(names)}
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        nodes.append(node)
+        for name in node.output:
+            if name not in index:
+                continue
+            i = index[name]
+            a, mx, sm = f"__abs{i}", f"__max{i}", f"__sum{i}"
+            nodes += [
+                helper.make_node("Abs", [name], [a], name=f"__range_abs{i}"),
+                helper.make_node("ReduceMax", [a], [mx], name=f"__range_max{i}", keepdims=0),
+                helper.make_node("ReduceSum", [a], [sm], name=f"__range_sum{i}", keepdims=0),
+            ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for i in range(len(names)):
+        graph.output.extend([helper.make_tensor_value_info(f"__max{i}", TensorProto.FLOAT, []),
+                             helper.make_tensor_value_info(f"__sum{i}", TensorProto.FLOAT, [])])  # fmt: skip
+    return stats
 
 
 def activation_ranges(
     model: onnx.ModelProto,
     batches: Iterable[np.ndarray],
-    budget_bytes: int = 1 << 30,
     threads: int | None = None,
 ) -> dict[str, TensorRange]:
-    """Max |value| and non-finite count of every float node output over ``batches``."""
+    """Max |value| and non-finite count of every float node output over ``batches``.
+
+    Derived tensors (:data:`NOT_GROWING`, :data:`FIXED_BOUND`) get an upper bound of their range and
+    their inputs' non-finite count.
+    """
     batch_list = list(batches)
-    sizes = float_tensors(model)
-    batch = max(b.shape[0] for b in batch_list)
+    measured, derived = measured_and_derived(model)
     input_name = model.graph.input[0].name
+    session = _session(statistics_graph(model, measured), threads, optimize=True)
+    peak = dict.fromkeys(measured, 0.0)
+    suspect: set[str] = set()
+    for b in batch_list:
+        values = session.run(None, {input_name: b})
+        for i, name in enumerate(measured):
+            mx, sm = float(values[2 * i]), float(values[2 * i + 1])
+            if not (np.isfinite(mx) and np.isfinite(sm)):
+                suspect.add(name)
+            elif mx > peak[name]:
+                peak[name] = mx
+    ranges = {name: TensorRange(peak[name], 0) for name in measured}
+    if suspect:
+        ranges.update(_count_nonfinite(model, sorted(suspect), batch_list, threads))
+    init_peak = {i.name: float(np.abs(numpy_helper.to_array(i)).max(initial=0.0))
+                 for i in model.graph.initializer if i.name in {s for v, _ in derived.values()
+                                                                for s in v}}  # fmt: skip
+    for name, (sources, bound) in derived.items():  # in graph order: sources are settled first
+        rs = [ranges.get(s, TensorRange(init_peak.get(s, 0.0), 0)) for s in sources]
+        peak_abs = bound if bound is not None else max(r.max_abs for r in rs)
+        ranges[name] = TensorRange(peak_abs, sum(r.nonfinite for r in rs))
+    return ranges
+
+
+def _count_nonfinite(
+    model: onnx.ModelProto, names: list[str], batches: list[np.ndarray], threads: int | None
+) -> dict[str, TensorRange]:
+    """Exact max |finite value| and NaN/Inf count of a few tensors, exposed whole."""
+    sizes = {k: v for k, v in float_tensors(model).items() if k in set(names)}
+    input_name = model.graph.input[0].name
+    batch = max(b.shape[0] for b in batches)
     stats: dict[str, list[float]] = {}
-    for names in chunk_by_budget(sizes, batch, budget_bytes):
-        session = session_exposing(model, names, threads)
-        for b in batch_list:
-            for name, value in zip(names, session.run(names, {input_name: b}), strict=True):
+    for chunk in chunk_by_budget(sizes, batch, 4 << 30):
+        session = session_exposing(model, chunk, threads)
+        for b in batches:
+            for name, value in zip(chunk, session.run(chunk, {input_name: b}), strict=True):
                 finite = np.isfinite(value)
                 bad = int(value.size - np.count_nonzero(finite))
-                peak = float(np.abs(value[finite]).max()) if bad < value.size else 0.0
+                top = float(np.abs(value[finite]).max()) if bad < value.size else 0.0
                 prev = stats.setdefault(name, [0.0, 0])
-                prev[0], prev[1] = max(prev[0], peak), prev[1] + bad
+                prev[0], prev[1] = max(prev[0], top), prev[1] + bad
     return {k: TensorRange(v[0], int(v[1])) for k, v in stats.items()}
+
+
+def _session(model: onnx.ModelProto, threads: int | None, optimize: bool):
+    ort = require("onnxruntime", "calibration", "Measuring activation ranges")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    # Graph order, which puts each reduction right after its tensor's producer. The default order
+    # may run all reductions last and hold every activation at once (10x the memory, measured).
+    opts.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -29,6 +29,47 @@ from restorekit.models.registry import ModelRef
 SIGMA = 25.0 / 255.0
 # ITU-R BT.601 luma, used to turn the colour sample photos into gray ones for gray models.
 _LUMA = np.array([0.299, 0.587, 0.114])
+# Held out: the package's sample photos come from these scikit-image images (never train on them).
+HELD_OUT_SOURCES = ("astronaut", "camera", "chelsea", "cat", "coffee", "rocket")
+# Natural photos and textures in the scikit-image wheel (no download), RGB then gray.
+COLOUR_IMAGES = (
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+)
+GRAY_IMAGES = (
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "coins.png",
+    "moon.png",
+    "page.png",
+    "text.png",
+    "cell.png",
+)
+
+
+def training_images(channels: int) -> list[np.ndarray]:
+    """The training photos as float32 arrays in [0, 1], HWC with ``channels`` channels."""
+    import skimage
+    import skimage.io  # a dev dependency: training and benchmarks only
+
+    folder = Path(skimage.__file__).parent / "data"
+    images = []
+    for name in COLOUR_IMAGES + GRAY_IMAGES:
+        assert not any(name.startswith(h) for h in HELD_OUT_SOURCES), name
+        img = skimage.io.imread(folder / name).astype(np.float32) / 255.0
+        if img.ndim == 2:
+            img = img[..., None]
+        img = img[..., :3]
+        if channels == 1 and img.shape[2] == 3:
+            img = (img @ _LUMA.astype(np.float32))[..., None]
+        elif channels == 3 and img.shape[2] == 1:
+            img = np.repeat(img, 3, axis=2)
+        images.append(np.ascontiguousarray(img))
+    return images
 
 
 def add_noise(clean: np.ndarray, seed: int, sigma: float = SIGMA) -> np.ndarray:
@@ -36,6 +77,24 @@ def add_noise(clean: np.ndarray, seed: int, sigma: float = SIGMA) -> np.ndarray:
     rng = np.random.default_rng(seed)
     noisy = clean + rng.normal(0.0, sigma, clean.shape)
     return np.round(np.clip(noisy, 0.0, 1.0) * 255.0) / 255.0
+
+
+def write_noisy_photos(folder: Path, channels: int, seed: int = 0) -> list[Path]:
+    """The training photos with the demo noise, saved as 8-bit PNGs in ``folder`` (created).
+
+    What a deployed demo denoiser is fed, so the INT8 calibration set of a demo variant: never
+    the held-out sample photos. Photo ``i`` uses noise seed ``seed + i``.
+    """
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, clean in enumerate(training_images(channels)):
+        noisy = np.round(add_noise(clean.astype(np.float64), seed + i) * 255.0).astype(np.uint8)
+        path = folder / f"noisy_{i:02d}.png"
+        cv2.imwrite(str(path), noisy[..., 0] if channels == 1 else noisy[..., ::-1])
+        paths.append(path)
+    return paths
 
 
 def to_model_channels(image: np.ndarray, channels: int) -> np.ndarray:
