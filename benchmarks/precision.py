@@ -4,8 +4,9 @@ For each model: export (FP32, FP16, INT8 through ``export_model``, calibrated on
 photos), then time PyTorch eager and each graph at batch 1 on a real tile — medians of ``--runs``
 runs, all in one process, so ratios compare like with like on a shared, noisy machine — and report
 PSNR against the FP32 output beside each. INT8 is timed in two layouts: TensorRT's (Q/DQ on the
-inputs of Conv/MatMul only, what ``--int8`` writes) and ONNX Runtime's CPU layout (outputs
-quantized too, so ONNX Runtime can run integer convolutions).
+inputs of Conv/MatMul only, what ``--int8`` writes) and ONNX Runtime's CPU layout (uint8
+activations, every operator with an integer kernel quantized, so the graph runs integer from one
+convolution to the next; ``qdq_from_model(..., layout="ort-cpu")``).
 
 Demo variants (bundled weights) also get the *task* figure: mean PSNR against the clean photo of
 the five held-out sample photos with sigma-25 noise (centre ``--crop``), restored by each graph,
@@ -81,7 +82,7 @@ def bench_model(
     calibration = feeds_from_images(calib or sample_paths(), m, calib_count)
     fp32_model = onnx.load(str(fp16.fp32.onnx_path))
     name_nodes(fp32_model)
-    ort_cpu = qdq_from_model(fp32_model, calibration, "entropy", quantize_outputs=True).model
+    ort_cpu = qdq_from_model(fp32_model, calibration, "entropy", layout="ort-cpu").model
     graphs = {
         "onnx fp32": str(fp16.fp32.onnx_path),
         "onnx fp16": str(fp16.onnx_path),

@@ -21,6 +21,13 @@ from restorekit.errors import RestoreKitError, require
 from restorekit.manifest import INPUT_NAME
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# ONNX Runtime's CPU provider has integer kernels for these (QLinear*): a graph quantized on all of
+# them runs integer from one convolution to the next instead of converting around each.
+ORT_CPU_OPS = QUANTIZED_OPS + (
+    "LeakyRelu", "Relu", "Add", "Mul", "Sigmoid", "GlobalAveragePool", "AveragePool", "Concat",
+    "Resize", "MaxPool", "Softmax", "Transpose", "Reshape", "Split", "Squeeze", "Unsqueeze",
+)  # fmt: skip
+LAYOUTS = ("tensorrt", "ort-cpu")
 METHODS = ("entropy", "minmax", "percentile")
 PERCENTILE = 99.99
 
@@ -48,19 +55,25 @@ def qdq_from_model(
     calibration: CalibrationSet,
     method: str = "entropy",
     exclude: Sequence[str] = (),
-    quantize_outputs: bool = False,
+    layout: str = "tensorrt",
 ) -> QdqResult:
     """Calibrate ``model`` (FP32, nodes named) on ``calibration`` and return its Q/DQ form.
 
-    By default only the inputs of the quantized operators get Q/DQ (TensorRT's rule; it fuses the
-    rest). ``quantize_outputs`` also quantizes their outputs, the pattern ONNX Runtime's CPU
-    provider needs to run integer convolutions (QLinearConv).
+    ``layout="tensorrt"`` (what ``--int8`` writes): symmetric int8, Q/DQ only on the inputs of the
+    quantized operators, TensorRT's rule; it fuses the rest. ``layout="ort-cpu"``: the pattern
+    ONNX Runtime's CPU provider runs fastest: uint8 asymmetric activations, and every operator
+    with an integer kernel (:data:`ORT_CPU_OPS`) quantized, outputs included, so QLinearConv feeds
+    QLinearLeakyRelu, QLinearAdd... without float in between. Its activation amax list is empty
+    (TensorRT's calibration cache is symmetric int8 and does not describe it).
 
     Raises:
-        RestoreKitError: unknown method.
+        RestoreKitError: unknown method or layout.
     """
     if method not in METHODS:
         raise RestoreKitError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
+    if layout not in LAYOUTS:
+        raise RestoreKitError(f"unknown INT8 layout {layout!r}; choose {', '.join(LAYOUTS)}")
+    trt = layout == "tensorrt"
     q = require("onnxruntime.quantization", "calibration", "INT8 calibration")
     methods = {
         "entropy": q.CalibrationMethod.Entropy,
@@ -85,31 +98,30 @@ def qdq_from_model(
             str(dst),
             Reader(),
             quant_format=q.QuantFormat.QDQ,
-            activation_type=q.QuantType.QInt8,
+            activation_type=q.QuantType.QInt8 if trt else q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8,
             per_channel=True,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_quantize=[n for n in targets if n not in set(exclude)],
+            op_types_to_quantize=list(QUANTIZED_OPS if trt else ORT_CPU_OPS),
+            nodes_to_quantize=[n for n in targets if n not in set(exclude)] if trt else None,
+            nodes_to_exclude=None if trt else list(exclude),
             calibrate_method=methods[method],
             extra_options={
-                "ActivationSymmetric": True,
+                "ActivationSymmetric": trt,
                 "WeightSymmetric": True,
                 "CalibPercentile": PERCENTILE,
-                "CalibTensorRangeSymmetric": True,
-                "DedicatedQDQPair": True,
-                "OpTypesToExcludeOutputQuantization": []
-                if quantize_outputs
-                else list(QUANTIZED_OPS),
+                "CalibTensorRangeSymmetric": trt,
+                "DedicatedQDQPair": trt,
+                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS) if trt else [],
             },
         )
         result = onnx.load(str(dst))
-    if not quantize_outputs:
+    if trt:
         keep_float_for_other_consumers(result)
     return QdqResult(
         model=result,
         quantized_nodes=tuple(n for n in targets if n not in set(exclude)),
         excluded=tuple(n for n in targets if n in set(exclude)),
-        activation_amax=activation_amax(result),
+        activation_amax=activation_amax(result) if trt else {},
     )
 
 

@@ -22,7 +22,13 @@ from restorekit import __version__
 from restorekit.data import sample_paths
 from restorekit.errors import ExportError, VerificationError
 from restorekit.export.compare import OrtSession
-from restorekit.export.simplify import check_graph, compact_graph, op_counts, simplify_graph
+from restorekit.export.simplify import (
+    check_graph,
+    compact_graph,
+    op_counts,
+    scalar_prelu_as_leaky_relu,
+    simplify_graph,
+)
 from restorekit.export.targets import targets_for
 from restorekit.export.trace import onnx_from_model
 from restorekit.export.verify import (
@@ -212,6 +218,7 @@ def export_model(
         simp = simplify_graph(traced)
         if simp.simplified:
             candidate = simp.model
+            scalar_prelu_as_leaky_relu(candidate)
         else:
             notes.append(f"simplification skipped: {simp.error}")
             warnings.warn(f"onnxsim could not simplify the graph ({simp.error})", stacklevel=2)

@@ -46,6 +46,35 @@ def simplify_graph(model: onnx.ModelProto) -> SimplifyResult:
     return SimplifyResult(simplified, before, len(simplified.graph.node))
 
 
+def scalar_prelu_as_leaky_relu(model: onnx.ModelProto) -> int:
+    """Rewrite PRelu nodes with a single slope as LeakyRelu (same function), in place.
+
+    Returns the number rewritten. MPRNet and PANet use one-slope PReLUs. ONNX Runtime fuses
+    LeakyRelu into the preceding convolution (FusedConv) and has an integer form of it
+    (QLinearLeakyRelu) but neither for PRelu, which runs as a separate pass over every activation:
+    20% of MPRNet's CPU time. Exact: the slope becomes the float32 ``alpha`` attribute unchanged.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    rewritten = 0
+    for node in model.graph.node:
+        if node.op_type != "PRelu" or node.input[1] not in inits:
+            continue
+        slope = onnx.numpy_helper.to_array(inits[node.input[1]])
+        if slope.size != 1:
+            continue
+        node.op_type = "LeakyRelu"
+        del node.input[1:]
+        del node.attribute[:]
+        node.attribute.append(onnx.helper.make_attribute("alpha", float(slope.reshape(-1)[0])))
+        rewritten += 1
+    if rewritten:
+        used = {i for n in model.graph.node for i in n.input}
+        kept = [i for i in model.graph.initializer if i.name in used]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+    return rewritten
+
+
 def compact_graph(model: onnx.ModelProto) -> None:
     """Drop shape annotations and give intermediate tensors short names, in place.
 

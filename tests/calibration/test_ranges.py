@@ -39,9 +39,7 @@ def _chain():
     ]
     inits = {"k": -7.0, "shift": 3.0, "const": np.full((1, 2, 16), 50.0)}
     model = _graph(nodes, inits)
-    model.graph.initializer.append(
-        numpy_helper.from_array(np.array([1, 2, 16], np.int64), "shape")
-    )
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, 2, 16], np.int64), "shape"))
     return model
 
 

@@ -123,3 +123,37 @@ def test_wrong_graph_stops_the_export_with_figures(tmp_path):
     assert not list((tmp_path / "out").glob("*.onnx"))
     report = json.loads(next((tmp_path / "out").glob("*.report.json")).read_text())
     assert report["fp32"]["passed"] is False and report["fp32"]["worst"]["max_abs"] > 1e-3
+
+
+def test_one_slope_prelu_becomes_leaky_relu_and_computes_the_same():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from restorekit.export.simplify import scalar_prelu_as_leaky_relu
+
+    slopes = {"one": np.array([0.2], np.float32), "per_channel": np.array([[[0.1]], [[0.3]]],
+                                                                           np.float32)}  # fmt: skip
+    nodes = [helper.make_node("PRelu", ["input", "one"], ["a"], name="p1"),
+             helper.make_node("PRelu", ["a", "per_channel"], ["output"], name="p2")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [numpy_helper.from_array(v, k) for k, v in slopes.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+    assert scalar_prelu_as_leaky_relu(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["LeakyRelu", "PRelu"]
+    assert [i.name for i in model.graph.initializer] == ["per_channel"]
+    onnx.checker.check_model(model, full_check=True)
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+    # written out independently: x if x >= 0 else slope * x, per stage
+    a = np.where(x >= 0, x, 0.2 * x)
+    want = np.where(a >= 0, a, slopes["per_channel"][None] * a)
+    assert np.array_equal(after, before) and np.allclose(after, want, atol=1e-7)
+
+
+def test_exported_mprnet_has_no_one_slope_prelu_left(tiny_export):
+    ops = {n.op_type for n in onnx.load(str(tiny_export.onnx_path)).graph.node}
+    assert "LeakyRelu" in ops and "PRelu" not in ops

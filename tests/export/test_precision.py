@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from restorekit.calibration.cache import read_cache
 from restorekit.calibration.ranges import activation_ranges
 from restorekit.calibration.search import restore_float
-from restorekit.errors import VerificationError
+from restorekit.errors import RestoreKitError, VerificationError
 from restorekit.export import ExportOptions, export_model
 from restorekit.export.precision import (
     FP16_SAFE,
@@ -171,3 +171,34 @@ def test_unreachable_target_stops_with_what_the_search_reached(tmp_path):
     trail = report["int8"]["search_trail"]
     assert trail[0]["excluded"] == 0 and trail[-1]["excluded"] == report["int8"]["exclusion_limit"]
     assert report["int8"]["target_met"] is False
+
+
+def test_ort_cpu_layout_runs_integer_between_convolutions(int8):
+    """The ONNX Runtime CPU layout: uint8 activations, Conv outputs and the ops between quantized."""
+    from restorekit.calibration.feeds import feeds_from_images
+    from restorekit.calibration.qdq import qdq_from_model
+    from restorekit.data import sample_paths
+    from restorekit.onnx_graph import name_nodes
+
+    fp32 = onnx.load(str(int8.fp32.onnx_path))
+    name_nodes(fp32)
+    calibration = feeds_from_images(sample_paths(), int8.fp32.manifest, 4)
+    result = qdq_from_model(fp32, calibration, "minmax", layout="ort-cpu")
+    model = result.model
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(consumers[c.output[0]] == ["QuantizeLinear"] for c in convs)
+    act_zero_points = {inits[n.input[2]].dtype for n in model.graph.node
+                       if n.op_type == "QuantizeLinear" and n.input[0] not in inits}  # fmt: skip
+    assert act_zero_points == {np.dtype(np.uint8)} and result.activation_amax == {}
+    leaky = [n for n in model.graph.node if n.op_type == "LeakyRelu"]
+    assert leaky and all(consumers[n.output[0]] == ["QuantizeLinear"] for n in leaky)
+    x = np.random.default_rng(6).random((1, 3, 32, 32), dtype=np.float32)
+    ref, got = _run(str(int8.fp32.onnx_path), x), _run(model, x)
+    assert np.isfinite(got).all() and psnr(got, ref) > 25.0
+    with pytest.raises(RestoreKitError, match="unknown INT8 layout"):
+        qdq_from_model(fp32, calibration, "minmax", layout="gpu")
