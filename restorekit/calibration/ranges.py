@@ -16,7 +16,7 @@ the attention probabilities, its largest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,20 +149,25 @@ def activation_ranges(
     model: onnx.ModelProto,
     batches: Iterable[np.ndarray],
     threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, TensorRange]:
     """Max |value| and non-finite count of every float node output over ``batches``.
 
     Derived tensors (:data:`NOT_GROWING`, :data:`FIXED_BOUND`) get an upper bound of their range and
-    their inputs' non-finite count.
+    their inputs' non-finite count. ``progress(done, total)`` is called before the first batch and after each.
     """
     batch_list = list(batches)
     measured, derived = measured_and_derived(model)
     input_name = model.graph.input[0].name
+    if progress:
+        progress(0, len(batch_list))
     session = _session(statistics_graph(model, measured), threads, optimize=True)
     peak = dict.fromkeys(measured, 0.0)
     suspect: set[str] = set()
-    for b in batch_list:
+    for k, b in enumerate(batch_list):
         values = session.run(None, {input_name: b})
+        if progress:
+            progress(k + 1, len(batch_list))
         for i, name in enumerate(measured):
             mx, sm = float(values[2 * i]), float(values[2 * i + 1])
             if not (np.isfinite(mx) and np.isfinite(sm)):

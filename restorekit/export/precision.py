@@ -115,8 +115,9 @@ def plan_fp16(
     """
     say = progress or (lambda _msg: None)
     name_nodes(model)
-    say("measuring activation ranges")
-    ranges = activation_ranges(model, calibration)
+    ranges = activation_ranges(
+        model, calibration, progress=lambda k, n: say(f"measuring activation ranges, tile {k}/{n}")
+    )
     plan = Fp16Plan()
     plan.kept.update(range_unsafe_nodes(model, ranges))
     fragile: dict[str, list[str]] = {}
