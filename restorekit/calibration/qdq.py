@@ -8,6 +8,9 @@ quantizer. Nodes named in ``exclude`` stay out of INT8 (the sensitivity search u
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,27 +96,28 @@ def qdq_from_model(
     with tempfile.TemporaryDirectory(prefix="restorekit-qdq-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
-        q.quantize_static(
-            str(src),
-            str(dst),
-            Reader(),
-            quant_format=q.QuantFormat.QDQ,
-            activation_type=q.QuantType.QInt8 if trt else q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=list(QUANTIZED_OPS if trt else ORT_CPU_OPS),
-            nodes_to_quantize=[n for n in targets if n not in set(exclude)] if trt else None,
-            nodes_to_exclude=None if trt else list(exclude),
-            calibrate_method=methods[method],
-            extra_options={
-                "ActivationSymmetric": trt,
-                "WeightSymmetric": True,
-                "CalibPercentile": PERCENTILE,
-                "CalibTensorRangeSymmetric": trt,
-                "DedicatedQDQPair": trt,
-                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS) if trt else [],
-            },
-        )
+        with _quiet():
+            q.quantize_static(
+                str(src),
+                str(dst),
+                Reader(),
+                quant_format=q.QuantFormat.QDQ,
+                activation_type=q.QuantType.QInt8 if trt else q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=list(QUANTIZED_OPS if trt else ORT_CPU_OPS),
+                nodes_to_quantize=[n for n in targets if n not in set(exclude)] if trt else None,
+                nodes_to_exclude=None if trt else list(exclude),
+                calibrate_method=methods[method],
+                extra_options={
+                    "ActivationSymmetric": trt,
+                    "WeightSymmetric": True,
+                    "CalibPercentile": PERCENTILE,
+                    "CalibTensorRangeSymmetric": trt,
+                    "DedicatedQDQPair": trt,
+                    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS) if trt else [],
+                },
+            )
         result = onnx.load(str(dst))
     if trt:
         keep_float_for_other_consumers(result)
@@ -123,6 +127,20 @@ def qdq_from_model(
         excluded=tuple(n for n in targets if n in set(exclude)),
         activation_amax=activation_amax(result) if trt else {},
     )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence ONNX Runtime's quantizer, which prints progress and a pre-processing hint that
+    does not apply (our graphs are already simplified): the export shows its own stages."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def keep_float_for_other_consumers(model: onnx.ModelProto) -> None:
