@@ -15,11 +15,13 @@ training photos (``restorekit.models.demo.write_noisy_photos``), never the held-
 
     python benchmarks/precision.py                       # every registry default model
     python benchmarks/precision.py --models mprnet nlrn --runs 5 --threads 2
+    python benchmarks/precision.py --models grl-t.dn_c3s25 --precisions fp16 --from-dir out/
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import tempfile
 import time
@@ -36,6 +38,7 @@ from restorekit.export import ExportOptions, export_model
 from restorekit.export.compare import OrtSession
 from restorekit.export.trace import ResultOnly
 from restorekit.export.verify import image_batch
+from restorekit.manifest import read_manifest
 from restorekit.metrics import psnr
 from restorekit.models.build import model_from_name
 from restorekit.models.demo import heldout_rows, write_noisy_photos
@@ -60,8 +63,38 @@ def task_psnr(name: str, graph: str | bytes, crop: int, threads: int) -> float:
     return sum(r.restored_psnr for r in rows) / len(rows)
 
 
+def exported(
+    name: str,
+    precisions: list[str],
+    calib: Path | None,
+    calib_count: int,
+    from_dir: Path | None,
+    out: Path,
+) -> dict[str, Path]:
+    """ONNX paths per precision (``fp32`` always): exported now, or found in ``from_dir``."""
+    if from_dir is None:
+        common = dict(model=name, output_dir=out, calib=calib, calib_count=calib_count)
+        done = {p: export_model(ExportOptions(**common, precision=p)) for p in precisions}
+        first = next(iter(done.values()))
+        return {"fp32": first.fp32.onnx_path} | {p: r.onnx_path for p, r in done.items()}
+    full = resolve(name).name
+    found = {p: sorted(from_dir.glob(f"{full}.{p}.*.onnx")) for p in ["fp32", *precisions]}
+    missing = [p for p, hits in found.items() if not hits]
+    if missing:
+        raise FileNotFoundError(f"no {full}.{{{','.join(missing)}}}.*.onnx in {from_dir}")
+    return {p: hits[0] for p, hits in found.items()}
+
+
 def bench_model(
-    name: str, runs: int, threads: int, calib_count: int, calib: Path | None, crop: int, out: Path
+    name: str,
+    precisions: list[str],
+    from_dir: Path | None,
+    runs: int,
+    threads: int,
+    calib_count: int,
+    calib: Path | None,
+    crop: int,
+    out: Path,
 ) -> list[str]:
     torch.set_num_threads(threads)
     ref = resolve(name)
@@ -69,27 +102,29 @@ def bench_model(
     if calib is None and demo:
         calib = out / f"calib_{ref.variant.in_channels}ch"
         write_noisy_photos(calib, ref.variant.in_channels)
-    common = dict(model=name, output_dir=out, calib=calib, calib_count=calib_count)
-    fp16 = export_model(ExportOptions(**common, precision="fp16"))
-    int8 = export_model(ExportOptions(**common, precision="int8"))
-    m = fp16.fp32.manifest
+    paths = exported(name, precisions, calib, calib_count, from_dir, out)
+    m = read_manifest(paths["fp32"])
     _, tiles = image_batch(sample_paths()[-1:], m.input, m.tile)  # rocket: not in verification
     x = tiles[:1]
-    wrapper = ResultOnly(fp16.built.module, fp16.built.ref.spec.output_index).eval()
+    seed = re.fullmatch(r"random \(seed (\d+)\)", m.weights)  # what the export used
+    bundled = ref.variant.bundled_weights
+    weights = None if seed or bundled else m.weights
+    built = model_from_name(name, weights=weights, seed=int(seed.group(1)) if seed else 0)
+    wrapper = ResultOnly(built.module, ref.spec.output_index).eval()
     with torch.inference_mode():
         t_torch = median_seconds(lambda: wrapper(torch.from_numpy(x)), runs)
 
-    calibration = feeds_from_images(calib or sample_paths(), m, calib_count)
-    fp32_model = onnx.load(str(fp16.fp32.onnx_path))
-    name_nodes(fp32_model)
-    ort_cpu = qdq_from_model(fp32_model, calibration, "entropy", layout="ort-cpu").model
-    graphs = {
-        "onnx fp32": str(fp16.fp32.onnx_path),
-        "onnx fp16": str(fp16.onnx_path),
-        "onnx int8 (TensorRT layout)": str(int8.onnx_path),
-        "onnx int8 (ORT CPU layout)": ort_cpu.SerializeToString(),
-    }
-    ref = None
+    graphs = {"onnx fp32": str(paths["fp32"])}
+    if "fp16" in paths:
+        graphs["onnx fp16"] = str(paths["fp16"])
+    if "int8" in paths:
+        graphs["onnx int8 (TensorRT layout)"] = str(paths["int8"])
+        calibration = feeds_from_images(calib or sample_paths(), m, calib_count)
+        fp32_model = onnx.load(str(paths["fp32"]))
+        name_nodes(fp32_model)
+        ort_cpu = qdq_from_model(fp32_model, calibration, "entropy", layout="ort-cpu").model
+        graphs["onnx int8 (ORT CPU layout)"] = ort_cpu.SerializeToString()
+    ref_out = None
     rows = [f"{name} ({m.model}, tile {m.tile[0]}x{m.tile[1]}, weights: {m.weights[:40]}, "
             f"calibration: {calib or 'samples'})",
             f"  {'path':<30} {'median s':>9} {'x torch':>8} {'x fp32':>7} {'PSNR vs fp32':>13}"
@@ -100,9 +135,9 @@ def bench_model(
         session = OrtSession(graph, threads=threads)
         out_arr = session.run(x)
         t = median_seconds(lambda s=session: s.run(x), runs)
-        if ref is None:
-            ref, t_fp32 = out_arr, t
-        quality = psnr(out_arr / m.output.value_range, ref / m.output.value_range)
+        if ref_out is None:
+            ref_out, t_fp32 = out_arr, t
+        quality = psnr(out_arr / m.output.value_range, ref_out / m.output.value_range)
         q = "ref" if label == "onnx fp32" else f"{quality:.2f} dB"
         row = f"  {label:<30} {t:>9.3f} {t / t_torch:>8.2f} {t / t_fp32:>7.2f} {q:>13}"
         if demo:
@@ -116,19 +151,22 @@ def bench_model(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["mprnet", "nlrn", "panet", "grl"])
+    p.add_argument("--precisions", nargs="+", choices=["fp16", "int8"], default=["fp16", "int8"])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib-count", type=int, default=16)
     p.add_argument("--calib", type=Path, help="calibration photos (default: see above)")
     p.add_argument("--crop", type=int, default=256, help="centre crop of the held-out photos")
+    p.add_argument("--from-dir", type=Path,
+                   help="time graphs restore-export already wrote there instead of exporting")  # fmt: skip
     args = p.parse_args()
     print(f"numpy {np.__version__}, torch {torch.__version__}, threads {args.threads}, "
           f"median of {args.runs} runs after one warm-up")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             try:
-                rows = bench_model(name, args.runs, args.threads, args.calib_count, args.calib,
-                                   args.crop, Path(tmp))  # fmt: skip
+                rows = bench_model(name, args.precisions, args.from_dir, args.runs, args.threads,
+                                   args.calib_count, args.calib, args.crop, Path(tmp))  # fmt: skip
             except Exception as exc:  # one model failing should not hide the others
                 rows = [f"{name}: failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"]
             print("\n".join(rows), flush=True)
