@@ -132,8 +132,12 @@ def bench_model(
             f"  {'pytorch eager fp32':<30} {t_torch:>9.3f} {1.0:>8.2f} {'':>7} {'':>13}"]  # fmt: skip
     t_fp32 = task_fp32 = None
     for label, graph in graphs.items():
-        session = OrtSession(graph, threads=threads)
-        out_arr = session.run(x)
+        try:
+            session = OrtSession(graph, threads=threads)
+            out_arr = session.run(x)
+        except Exception as exc:  # one path failing should not hide the others
+            rows.append(f"  {label:<30} failed: {str(exc).splitlines()[0][:120]}")
+            continue
         t = median_seconds(lambda s=session: s.run(x), runs)
         if ref_out is None:
             ref_out, t_fp32 = out_arr, t

@@ -27,9 +27,22 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # ONNX Runtime's CPU provider has integer kernels for these (QLinear*): a graph quantized on all of
 # them runs integer from one convolution to the next instead of converting around each.
 ORT_CPU_OPS = QUANTIZED_OPS + (
-    "LeakyRelu", "Relu", "Add", "Mul", "Sigmoid", "GlobalAveragePool", "AveragePool", "Concat",
-    "Resize", "MaxPool", "Softmax", "Transpose", "Reshape", "Split", "Squeeze", "Unsqueeze",
-)  # fmt: skip
+    "LeakyRelu",
+    "Relu",
+    "Add",
+    "Mul",
+    "Sigmoid",
+    "GlobalAveragePool",
+    "AveragePool",
+    "Concat",
+    "MaxPool",
+    "Softmax",
+    "Transpose",
+    "Reshape",
+    "Split",
+    "Squeeze",
+    "Unsqueeze",
+)  # fmt: skip  (not Resize: its integer kernel refuses PANet's bicubic scales)
 LAYOUTS = ("tensorrt", "ort-cpu")
 METHODS = ("entropy", "minmax", "percentile")
 PERCENTILE = 99.99
@@ -85,11 +98,20 @@ def qdq_from_model(
     }
 
     class Reader(q.CalibrationDataReader):
+        """Calibration tiles, handed out one range at a time (see ``CalibStridedMinMax``)."""
+
         def __init__(self) -> None:
-            self._batches = iter(calibration.batches(1))
+            self._tiles = list(calibration.batches(1))
+            self._pending = iter(self._tiles)
+
+        def __len__(self) -> int:
+            return len(self._tiles)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._pending = iter(self._tiles[start_index:end_index])
 
         def get_next(self):
-            batch = next(self._batches, None)
+            batch = next(self._pending, None)
             return None if batch is None else {INPUT_NAME: batch}
 
     targets = quantizable_nodes(model)
@@ -113,6 +135,10 @@ def qdq_from_model(
                     "ActivationSymmetric": trt,
                     "WeightSymmetric": True,
                     "CalibPercentile": PERCENTILE,
+                    # Despite its name, this makes every method collect one tile at a time and
+                    # merge it into its statistics; otherwise ONNX Runtime holds the activations
+                    # of every calibration tile at once (hundreds of GB for MPRNet-deblur).
+                    "CalibStridedMinMax": 1,
                     "CalibTensorRangeSymmetric": trt,
                     "DedicatedQDQPair": trt,
                     "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS) if trt else [],
