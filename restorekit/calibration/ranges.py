@@ -78,7 +78,7 @@ def session_exposing(model: onnx.ModelProto, names: list[str], threads: int | No
     for name in names:
         exposed.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     # Keep every tensor as named: fusions would drop the ones we ask for.
-    return _session(exposed, threads, optimize=False)
+    return cpu_session(exposed, threads, optimize=False)
 
 
 def measured_and_derived(
@@ -161,7 +161,7 @@ def activation_ranges(
     input_name = model.graph.input[0].name
     if progress:
         progress(0, len(batch_list))
-    session = _session(statistics_graph(model, measured), threads, optimize=True)
+    session = cpu_session(statistics_graph(model, measured), threads, optimize=True)
     peak = dict.fromkeys(measured, 0.0)
     suspect: set[str] = set()
     for k, b in enumerate(batch_list):
@@ -207,7 +207,8 @@ def _count_nonfinite(
     return {k: TensorRange(v[0], int(v[1])) for k, v in stats.items()}
 
 
-def _session(model: onnx.ModelProto, threads: int | None, optimize: bool):
+def cpu_session(model: onnx.ModelProto, threads: int | None, optimize: bool):
+    """A CPU ONNX Runtime session running nodes in graph order (full optimisation if asked)."""
     ort = require("onnxruntime", "calibration", "Measuring activation ranges")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
