@@ -54,6 +54,9 @@ class PrecisionPlan:
     precision: str = "fp32"  # fp32 | fp16 | int8
     kept_fp32: tuple[str, ...] = ()
     reasons: dict[str, str] = field(default_factory=dict)
+    # INT8 only: "tensorrt" (symmetric int8, Q/DQ on Conv/MatMul inputs) or "ort-cpu" (uint8,
+    # integer between convolutions: for ONNX Runtime on a CPU; TensorRT does not build it).
+    layout: str = ""
 
 
 @dataclass(frozen=True)

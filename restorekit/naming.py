@@ -9,6 +9,11 @@ def tile_label(tile: tuple[int, int] | None) -> str:
     return "dynamic" if tile is None else f"{tile[0]}x{tile[1]}"
 
 
+def precision_label(precision: str, layout: str = "") -> str:
+    """The precision as file names carry it: ``int8cpu`` for the ONNX Runtime CPU INT8 layout."""
+    return "int8cpu" if precision == "int8" and layout == "ort-cpu" else precision
+
+
 def artifact_stem(model: str, precision: str, tile: tuple[int, int] | None) -> str:
     """``mprnet.deblur``, ``fp16``, ``(256, 256)`` -> ``mprnet.deblur.fp16.256x256``."""
     return f"{model}.{precision}.{tile_label(tile)}"

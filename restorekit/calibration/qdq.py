@@ -9,6 +9,7 @@ quantizer. Nodes named in ``exclude`` stay out of INT8 (the sensitivity search u
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import tempfile
@@ -58,13 +59,18 @@ class QdqResult:
     activation_amax: dict[str, float]  # tensor -> amax (scale * 127), for the calibration cache
 
 
-def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes whose inputs get Q/DQ (with a constant weight input)."""
+def quantizable_nodes(model: onnx.ModelProto, layout: str = "tensorrt") -> list[str]:
+    """Names of the nodes the layout computes in INT8.
+
+    TensorRT layout: Conv/ConvTranspose/MatMul/Gemm with a constant weight. ONNX Runtime CPU
+    layout: also every operator with an integer kernel (:data:`ORT_CPU_OPS`).
+    """
     consts = {i.name for i in model.graph.initializer}
     return [
         n.name
         for n in model.graph.node
-        if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in consts
+        if (n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in consts)
+        or (layout == "ort-cpu" and n.op_type in ORT_CPU_OPS and n.op_type not in QUANTIZED_OPS)
     ]
 
 
@@ -74,6 +80,7 @@ def qdq_from_model(
     method: str = "entropy",
     exclude: Sequence[str] = (),
     layout: str = "tensorrt",
+    ranges_file: Path | None = None,
 ) -> QdqResult:
     """Calibrate ``model`` (FP32, nodes named) on ``calibration`` and return its Q/DQ form.
 
@@ -83,6 +90,9 @@ def qdq_from_model(
     with an integer kernel (:data:`ORT_CPU_OPS`) quantized, outputs included, so QLinearConv feeds
     QLinearLeakyRelu, QLinearAdd... without float in between. Its activation amax list is empty
     (TensorRT's calibration cache is symmetric int8 and does not describe it).
+
+    ``ranges_file``: where ONNX Runtime keeps the calibrated ranges (ONNX Runtime >= 1.24); a
+    second call with the same file skips calibration, e.g. to quantize again with ``exclude``.
 
     Raises:
         RestoreKitError: unknown method or layout.
@@ -120,6 +130,9 @@ def qdq_from_model(
     with tempfile.TemporaryDirectory(prefix="restorekit-qdq-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
+        cache = {}
+        if ranges_file is not None and "calibration_cache_path" in _parameters(q.quantize_static):
+            cache["calibration_cache_path"] = str(ranges_file)
         with _quiet():
             q.quantize_static(
                 str(src),
@@ -145,6 +158,7 @@ def qdq_from_model(
                     "DedicatedQDQPair": trt,
                     "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS) if trt else [],
                 },
+                **cache,
             )
         result = onnx.load(str(dst))
     if trt:
@@ -155,6 +169,10 @@ def qdq_from_model(
         excluded=tuple(n for n in targets if n in set(exclude)),
         activation_amax=activation_amax(result) if trt else {},
     )
+
+
+def _parameters(fn) -> set[str]:
+    return set(inspect.signature(fn).parameters)
 
 
 @contextlib.contextmanager

@@ -54,9 +54,13 @@ def layer_sensitivity(
     pairs = {
         name: (nodes[name].input[0], nodes[name].output[0]) for name in layers if name in nodes
     }
-    tensors = sorted({t for pair in pairs.values() for t in pair})
     graph_input = fp32.graph.input[0].name
-    tensors = [t for t in tensors if t != graph_input]
+    # A layer whose tensors the Q/DQ graph renamed (ONNX Runtime's CPU layout quantizes some
+    # operators in place) cannot be compared: it is ranked last (sensitivity 0).
+    in_qdq = {o for n in qdq.graph.node for o in n.output} | {graph_input}
+    unknown = [name for name, pair in pairs.items() if not set(pair) <= in_qdq]
+    pairs = {name: pair for name, pair in pairs.items() if name not in unknown}
+    tensors = sorted({t for pair in pairs.values() for t in pair} - {graph_input})
     ref = _tensor_values(fp32, tensors, tiles)
     got = _tensor_values(qdq, tensors, tiles)
     ref[graph_input] = got[graph_input] = tiles
@@ -66,7 +70,7 @@ def layer_sensitivity(
         value = psnr(got[name] / peak, ref[name] / peak)
         return 200.0 if math.isinf(value) else value
 
-    return {name: db(i) - db(o) for name, (i, o) in pairs.items()}
+    return {name: db(i) - db(o) for name, (i, o) in pairs.items()} | dict.fromkeys(unknown, 0.0)
 
 
 def restore_float(
@@ -99,10 +103,14 @@ def search_exclusions(
     min_psnr: float,
     max_fraction: float = 0.25,
     progress: Callable[[str], None] | None = None,
+    without: Callable[[Sequence[str]], onnx.ModelProto] | None = None,
 ) -> SearchResult:
     """Evaluate ``qdq``; if it misses ``min_psnr``, exclude the most sensitive layers step by step.
 
     At most ``max_fraction`` of the quantized layers are excluded (the limit is in the result).
+    ``without(names)`` makes the graph with ``names`` out of INT8; by default graph surgery on
+    ``qdq`` (:func:`restore_float`), right for the TensorRT layout, where only the inputs of the
+    layers are quantized.
     """
     say = progress or (lambda _msg: None)
     limit = max(1, int(len(layers) * max_fraction))
@@ -118,7 +126,7 @@ def search_exclusions(
     while True:
         k = min(k, limit)
         say(f"excluding the {k} most sensitive layers")
-        candidate = restore_float(qdq, fp32, order[:k])
+        candidate = without(order[:k]) if without else restore_float(qdq, fp32, order[:k])
         figures = evaluate(candidate)
         result.trail.append(
             {"excluded": k, "psnr": _db(figures.psnr), "nonfinite": figures.nonfinite}

@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calib-method",
         choices=("entropy", "minmax", "percentile"),
-        default="entropy",
-        help="INT8 calibration method (default entropy)",
+        help="INT8 calibration method (default entropy; minmax for --int8-layout ort-cpu, whose "
+        "uint8 skip paths lose more to entropy's clipping)",
     )
     p.add_argument(
         "--calib-count", type=positive_int, default=32, help="calibration tiles (default 32)"
@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-psnr",
         type=float,
         help="PSNR target in dB vs PyTorch FP32 (default: per-model table)",
+    )
+    p.add_argument(
+        "--int8-layout",
+        choices=("tensorrt", "ort-cpu"),
+        default="tensorrt",
+        help="INT8 graph for TensorRT (default) or for ONNX Runtime on a CPU (uint8, integer "
+        "between convolutions; file *.int8cpu.*, no engine)",
     )
     p.add_argument("--engine", action="store_true",
                    help="also build a TensorRT engine here (without TensorRT: print the "
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error("give a MODEL (see --list)")
         from tqdm import tqdm
 
+        from restorekit.errors import ExportError
         from restorekit.export.pipeline import (
             ExportOptions,
             export_model,
@@ -105,9 +113,16 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=args.output, opset=args.opset, simplify=not args.no_simplify,
             dynamic=args.dynamic, images=tuple(args.images) if args.images else None,
             seed=args.seed, precision="fp16" if args.fp16 else "int8" if args.int8 else "fp32",
-            calib=args.calib, calib_method=args.calib_method, calib_count=args.calib_count,
-            min_psnr=args.min_psnr,
+            calib=args.calib, calib_count=args.calib_count,
+            calib_method=args.calib_method or ("minmax" if args.int8_layout == "ort-cpu" else "entropy"),
+            min_psnr=args.min_psnr, int8_layout=args.int8_layout,
         )  # fmt: skip
+        cpu_int8 = args.int8_layout == "ort-cpu"
+        if cpu_int8 and args.engine:
+            raise ExportError(
+                "--engine builds TensorRT engines, and TensorRT does not build the ort-cpu INT8 "
+                "layout; drop --engine or --int8-layout ort-cpu"
+            )
         stages = stages_for(options.precision)
         if args.weights is None and not ref.variant.bundled_weights:
             print(f"note: no --weights given: exporting {ref.name} with RANDOM weights "
@@ -126,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.engine:
             print("\n".join(engine_or_command(result.onnx_path)))
+        elif cpu_int8:
+            print(f"next: restore-run {result.onnx_path.name} IMAGES... -o OUT "
+                  "(ONNX Runtime on a CPU)")  # fmt: skip
         else:
             print(f"next: on the target GPU, {build_command(result.onnx_path.name)}")
         return 0

@@ -367,6 +367,12 @@ def plan_build(
     """
     options = options or EngineBuildOptions()
     onnx_path = Path(onnx_path)
+    if manifest.precision.layout == "ort-cpu":
+        raise EngineBuildError(
+            f"{onnx_path.name} is INT8 laid out for ONNX Runtime on a CPU (uint8 activations), "
+            "which TensorRT does not build; run it with restore-run, or export again with --int8 "
+            "and without --int8-layout ort-cpu for an engine"
+        )
     version = parse_trt_version(trt_version)
     strongly, net_flags, builder_flags, notes = network_flags_for(
         trt_version, manifest.precision.precision, available_network_flags

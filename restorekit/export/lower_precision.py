@@ -6,8 +6,10 @@ the caller verifies the result once more at batch 1 and batch N and decides pass
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -77,15 +79,26 @@ def int8_graph(
     max_fraction: float,
     tensorrt_version: str,
     say: Callable[[str], None],
+    layout: str = "tensorrt",
 ) -> LoweredGraph:
-    """Calibrated Q/DQ graph; the most sensitive layers are kept out of INT8 until ``min_psnr``."""
+    """Calibrated Q/DQ graph; the most sensitive layers are kept out of INT8 until ``min_psnr``.
+
+    ``layout`` is ``tensorrt`` or ``ort-cpu`` (see :func:`qdq_from_model`); only the TensorRT
+    layout has a TensorRT calibration cache.
+    """
     model = _named_copy(fp32)
     say(f"calibrating ({method}, {calibration.count} tiles)")
-    qdq = qdq_from_model(model, calibration, method)
-    layers = quantizable_nodes(model)
-    evaluate = evaluator(refs.inputs, refs.expected, value_range)
-    found = search_exclusions(model, qdq.model, layers, refs.inputs, evaluate, min_psnr,
-                              max_fraction, say)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="restorekit-ranges-") as tmp:
+        ranges = Path(tmp) / "ranges.json"
+        qdq = qdq_from_model(model, calibration, method, layout=layout, ranges_file=ranges)
+        layers = quantizable_nodes(model, layout)
+        evaluate = evaluator(refs.inputs, refs.expected, value_range)
+
+        def requantized(names):  # the CPU layout quantizes outputs too: quantize again without
+            return qdq_from_model(model, calibration, method, names, layout, ranges).model
+
+        found = search_exclusions(model, qdq.model, layers, refs.inputs, evaluate, min_psnr,
+                                  max_fraction, say, None if layout == "tensorrt" else requantized)  # fmt: skip
     reasons = {
         n: f"INT8 sensitivity {found.sensitivity.get(n, 0):.2f} dB lost" for n in found.excluded
     }
@@ -93,12 +106,13 @@ def int8_graph(
     return LoweredGraph(
         precision="int8",
         model=found.model,
-        plan=PrecisionPlan("int8", tuple(found.excluded), reasons),
+        plan=PrecisionPlan("int8", tuple(found.excluded), reasons, layout=layout),
         calibration=CalibrationRecord(
             calibration.fingerprint, calibration.count, method, calibration.source
         ),  # fmt: skip
-        cache=cache_from_amax(amax, tensorrt_version, method),
+        cache=cache_from_amax(amax, tensorrt_version, method) if layout == "tensorrt" else None,
         details={
+            "layout": layout,
             "quantized_layers": len(layers) - len(found.excluded),
             "layers": len(layers),
             "target_met": found.met,

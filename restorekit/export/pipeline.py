@@ -51,9 +51,10 @@ from restorekit.manifest import (
 )
 from restorekit.models.build import BuiltModel, model_from_name
 from restorekit.models.registry import ModelRef, resolve
-from restorekit.naming import artifact_stem, onnx_name, report_name
+from restorekit.naming import artifact_stem, onnx_name, precision_label, report_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
+INT8_LAYOUTS = ("tensorrt", "ort-cpu")
 FP32_STAGES = ("build", "trace", "simplify", "check", "verify", "write")
 LOWER_STAGES = ("calibrate", "lower", "verify lowered", "write lowered")
 
@@ -87,6 +88,8 @@ class ExportOptions:
         min_psnr: PSNR target against PyTorch FP32; default: the per-model table.
         int8_max_excluded: largest fraction of layers the INT8 search may keep in float.
         tensorrt_version: version written in the INT8 calibration cache header.
+        int8_layout: ``tensorrt`` (default; engines) or ``ort-cpu`` (ONNX Runtime on a CPU runs
+            it in integer; no engine, no calibration cache).
     """
 
     model: str | ModelRef
@@ -107,6 +110,7 @@ class ExportOptions:
     min_psnr: float | None = None
     int8_max_excluded: float = 0.25
     tensorrt_version: str = "10.3.0"
+    int8_layout: str = "tensorrt"
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,10 @@ def _check_options(options: ExportOptions, ref: ModelRef, tile: tuple[int, int])
         raise ExportError(f"--opset {options.opset} is too old; use 17 or newer")
     if options.precision not in PRECISIONS:
         raise ExportError(f"unknown precision {options.precision!r}; use one of {PRECISIONS}")
+    if options.int8_layout not in INT8_LAYOUTS:
+        raise ExportError(f"unknown INT8 layout {options.int8_layout!r}; use one of {INT8_LAYOUTS}")
+    if options.int8_layout != "tensorrt" and options.precision != "int8":
+        raise ExportError("--int8-layout applies to --int8 exports only; add --int8")
     if options.precision != "fp32" and options.dynamic:
         raise ExportError(
             "--fp16/--int8 graphs are calibrated and verified at one tile shape; drop --dynamic"
@@ -248,7 +256,8 @@ def export_model(
     if built.random:
         report.notes.append(f"weights: {built.weights} - not a trained model")
 
-    report_path = out_dir / report_name(ref.name, options.precision, static_tile)
+    label = precision_label(options.precision, options.int8_layout)
+    report_path = out_dir / report_name(ref.name, label, static_tile)
     doc: dict[str, Any] = {
         "model": ref.name,
         "weights": built.weights,
@@ -307,12 +316,13 @@ def _export_lowered(
         lowered = fp16_graph(fp32_model, calibration, refs, vr, min_psnr, say)
     else:
         lowered = int8_graph(fp32_model, calibration, refs, vr, min_psnr, options.calib_method,
-                             options.int8_max_excluded, options.tensorrt_version, say)  # fmt: skip
+                             options.int8_max_excluded, options.tensorrt_version, say,
+                             options.int8_layout)  # fmt: skip
     check_graph(lowered.model)
 
     stage("verify lowered")
     tile = fp32.manifest.tile
-    name = onnx_name(ref.name, precision, tile)
+    name = onnx_name(ref.name, precision_label(precision, lowered.plan.layout), tile)
     report = verify_graph(OrtSession(lowered.model.SerializeToString()), [refs], vr,
                           Criterion(min_psnr=min_psnr), name)  # fmt: skip
     if built.random:

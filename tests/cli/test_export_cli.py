@@ -71,3 +71,45 @@ def test_export_then_inspect(tmp_path, capsys):
 def test_inspect_missing_file_is_a_user_error(tmp_path, capsys):
     assert inspect_cli.main([str(tmp_path / "none.onnx")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mprnet", "--int8-layout", "ort-cpu"], "applies to --int8 exports only"),
+        (["mprnet", "--int8", "--int8-layout", "ort-cpu", "--engine"], "drop --engine"),
+    ],
+)
+def test_int8_layout_misuse_is_a_user_error(args, message, tmp_path):
+    proc = _run(*args, "--tile", "32", "-o", str(tmp_path))
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_int8_for_onnx_runtime_on_a_cpu(tmp_path, capsys):
+    """The CPU layout: its own file name, uint8 activations, no TensorRT cache, a restore-run hint."""
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from restorekit.manifest import read_manifest
+
+    code = export_cli.main(["mprnet", "--int8", "--int8-layout", "ort-cpu", "--tile", "64",
+                            "--calib-count", "8", "-o", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    path = tmp_path / "mprnet.demo_dn_s25.int8cpu.64x64.onnx"
+    assert "next: restore-run mprnet.demo_dn_s25.int8cpu.64x64.onnx" in out.out
+    m = read_manifest(path)
+    assert m.precision.precision == "int8" and m.precision.layout == "ort-cpu"
+    assert m.calibration.method == "minmax"  # the CPU layout's default
+    assert not list(tmp_path.glob("*.calib.cache"))
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = {inits[n.input[2]].dtype for n in model.graph.node
+                   if n.op_type == "QuantizeLinear" and n.input[0] not in inits}  # fmt: skip
+    assert zero_points == {np.dtype(np.uint8)}
+    report = json.loads((tmp_path / "mprnet.demo_dn_s25.int8cpu.64x64.report.json").read_text())
+    assert report["int8"]["passed"] and report["int8"]["layout"] == "ort-cpu"

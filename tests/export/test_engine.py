@@ -636,3 +636,12 @@ def test_ctrl_c_during_the_build_stops_it_and_writes_nothing(tmp_path, monkeypat
         engine_from_onnx(onnx, trt=trt, device=ORIN)
     assert calls_of(trt, "step_complete->") == [(False,)] * 3
     assert not list(tmp_path.glob("*.engine*"))
+
+
+def test_onnx_runtime_cpu_int8_layout_is_refused_with_what_to_do(tmp_path):
+    from restorekit.manifest import PrecisionPlan
+
+    m = make_manifest(precision="int8").replace(precision=PrecisionPlan("int8", layout="ort-cpu"))
+    onnx = write_onnx_artifact(tmp_path, m)
+    with pytest.raises(EngineBuildError, match="without --int8-layout ort-cpu"):
+        plan_build(onnx, load_onnx_manifest(onnx), "10.3.0", RTX4090)
