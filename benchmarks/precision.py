@@ -6,7 +6,8 @@ runs, all in one process, so ratios compare like with like on a shared, noisy ma
 PSNR against the FP32 output beside each. INT8 is timed in two layouts: TensorRT's (Q/DQ on the
 inputs of Conv/MatMul only, what ``--int8`` writes) and ONNX Runtime's CPU layout (uint8
 activations, every operator with an integer kernel quantized, so the graph runs integer from one
-convolution to the next; ``qdq_from_model(..., layout="ort-cpu")``).
+convolution to the next; what ``--int8 --int8-layout ort-cpu`` writes before its search, min-max
+calibrated as that option does by default).
 
 Demo variants (bundled weights) also get the *task* figure: mean PSNR against the clean photo of
 the five held-out sample photos with sigma-25 noise (centre ``--crop``), restored by each graph,
@@ -122,7 +123,7 @@ def bench_model(
         calibration = feeds_from_images(calib or sample_paths(), m, calib_count)
         fp32_model = onnx.load(str(paths["fp32"]))
         name_nodes(fp32_model)
-        ort_cpu = qdq_from_model(fp32_model, calibration, "entropy", layout="ort-cpu").model
+        ort_cpu = qdq_from_model(fp32_model, calibration, "minmax", layout="ort-cpu").model
         graphs["onnx int8 (ORT CPU layout)"] = ort_cpu.SerializeToString()
     ref_out = None
     rows = [f"{name} ({m.model}, tile {m.tile[0]}x{m.tile[1]}, weights: {m.weights[:40]}, "
