@@ -113,36 +113,67 @@ def measured_and_derived(
     return measured, derived
 
 
-def statistics_graph(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """``model`` whose outputs are, per tensor, max |x| and sum |x| (both scalars).
+# Per-tensor statistics the graph can compute: (reduction, of |x|?).
+ABS_MAX_SUM = (("ReduceMax", True), ("ReduceSum", True))  # range and a non-finite probe
+MIN_MAX = (("ReduceMin", False), ("ReduceMax", False))  # INT8 min-max calibration
 
-    Each tensor's reductions sit right after the node producing it, so ONNX Runtime, run in
-    priority-based (graph) order, frees the tensor as early as the original graph does.
+
+def statistics_graph(
+    model: onnx.ModelProto, names: list[str], stats: tuple = ABS_MAX_SUM
+) -> onnx.ModelProto:
+    """``model`` whose outputs are, per tensor in ``names``, one scalar per reduction in ``stats``.
+
+    Outputs are ordered tensor by tensor. Each tensor's reductions sit right after the node
+    producing it (graph inputs: first), so ONNX Runtime, run in priority-based (graph) order, frees
+    the tensor as early as the original graph does.
     """
-    stats = onnx.ModelProto()
-    stats.CopyFrom(model)
-    graph = stats.graph
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
     del graph.output[:]
     index = {name: i for i, name in enumerate(names)}
-    nodes: list[onnx.NodeProto] = []
+
+    def reductions(name: str) -> list[onnx.NodeProto]:
+        i = index[name]
+        made = []
+        if any(absolute for _, absolute in stats):
+            made.append(helper.make_node("Abs", [name], [f"__abs{i}"], name=f"__stat_abs{i}"))
+        for k, (op, absolute) in enumerate(stats):
+            source = f"__abs{i}" if absolute else name
+            made.append(helper.make_node(op, [source], [f"__stat{i}_{k}"], name=f"__stat{i}_{k}",
+                                         keepdims=0))  # fmt: skip
+        return made
+
+    nodes: list[onnx.NodeProto] = [r for i in graph.input if i.name in index
+                                   for r in reductions(i.name)]  # fmt: skip
     for node in model.graph.node:
         nodes.append(node)
-        for name in node.output:
-            if name not in index:
-                continue
-            i = index[name]
-            a, mx, sm = f"__abs{i}", f"__max{i}", f"__sum{i}"
-            nodes += [
-                helper.make_node("Abs", [name], [a], name=f"__range_abs{i}"),
-                helper.make_node("ReduceMax", [a], [mx], name=f"__range_max{i}", keepdims=0),
-                helper.make_node("ReduceSum", [a], [sm], name=f"__range_sum{i}", keepdims=0),
-            ]
+        nodes += [r for name in node.output if name in index for r in reductions(name)]
     del graph.node[:]
     graph.node.extend(nodes)
-    for i in range(len(names)):
-        graph.output.extend([helper.make_tensor_value_info(f"__max{i}", TensorProto.FLOAT, []),
-                             helper.make_tensor_value_info(f"__sum{i}", TensorProto.FLOAT, [])])  # fmt: skip
-    return stats
+    graph.output.extend(helper.make_tensor_value_info(f"__stat{i}_{k}", TensorProto.FLOAT, [])
+                        for i in range(len(names)) for k in range(len(stats)))  # fmt: skip
+    return out
+
+
+def tensor_min_max(
+    model: onnx.ModelProto, batches: Iterable[np.ndarray], names: list[str] | None = None
+) -> dict[str, tuple[float, float]]:
+    """Smallest and largest value of each float tensor (default: node outputs and graph inputs)
+    over ``batches``, computed inside the graph: one session, the memory of a forward pass."""
+    if names is None:
+        names = [i.name for i in model.graph.input
+                 if i.type.tensor_type.elem_type == TensorProto.FLOAT] + list(float_tensors(model))  # fmt: skip
+    session = cpu_session(statistics_graph(model, names, MIN_MAX), None, optimize=True)
+    input_name = model.graph.input[0].name
+    lo = dict.fromkeys(names, np.inf)
+    hi = dict.fromkeys(names, -np.inf)
+    for b in batches:
+        values = session.run(None, {input_name: b})
+        for i, name in enumerate(names):
+            lo[name] = min(lo[name], float(values[2 * i]))
+            hi[name] = max(hi[name], float(values[2 * i + 1]))
+    return {name: (lo[name], hi[name]) for name in names}
 
 
 def activation_ranges(

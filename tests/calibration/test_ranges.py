@@ -86,3 +86,20 @@ def test_nonfinite_values_are_counted_exactly():
     assert np.isclose(ranges["l"].max_abs, np.abs(finite).max(), rtol=1e-6)
     assert ranges["output"].nonfinite == ranges["l"].nonfinite  # derived through the transpose
     assert ranges["r"].nonfinite == 0
+
+
+def test_min_max_of_every_tensor_equals_the_tensors():
+    from restorekit.calibration.ranges import float_tensors, tensor_min_max
+
+    model = _chain()
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((1, 2, 4, 4)).astype(np.float32) for _ in range(3)]
+    got = tensor_min_max(model, xs)
+    names = list(float_tensors(model))
+    assert set(got) == set(names) | {"input"}
+    exact = [_exact(model, names, x) for x in xs]
+    for name in names:
+        lo = min(float(e[name].min()) for e in exact)
+        hi = max(float(e[name].max()) for e in exact)
+        assert np.isclose(got[name][0], lo, rtol=1e-6) and np.isclose(got[name][1], hi, rtol=1e-6)
+    assert got["input"] == (min(float(x.min()) for x in xs), max(float(x.max()) for x in xs))
