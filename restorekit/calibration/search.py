@@ -33,17 +33,25 @@ class SearchResult:
     sensitivity: dict[str, float] = field(default_factory=dict)
 
 
-def _tensor_values(
-    model: onnx.ModelProto, names: Sequence[str], tiles: np.ndarray
-) -> dict[str, np.ndarray]:
-    input_name = model.graph.input[0].name
+def _tensor_db(
+    fp32: onnx.ModelProto, qdq: onnx.ModelProto, names: Sequence[str], tiles: np.ndarray
+) -> dict[str, float]:
+    """PSNR (dB) of each named tensor of ``qdq`` against the same tensor of ``fp32`` on ``tiles``.
+
+    Tensors are exposed a chunk at a time and scored at once, so only one chunk of values from
+    each graph is held (a few GB, not every activation of both graphs).
+    """
+    input_name = fp32.graph.input[0].name
     sizes = dict.fromkeys(names, int(np.prod(tiles.shape[1:])) * 64)  # rough per-tensor budget
-    values: dict[str, np.ndarray] = {}
+    scores: dict[str, float] = {}
     for chunk in chunk_by_budget(sizes, tiles.shape[0], 1 << 30):
-        session = session_exposing(model, chunk, None)
-        outs = session.run(chunk, {input_name: tiles})
-        values.update(zip(chunk, outs, strict=True))
-    return values
+        ref = session_exposing(fp32, chunk, None).run(chunk, {input_name: tiles})
+        got = session_exposing(qdq, chunk, None).run(chunk, {input_name: tiles})
+        for name, r, g in zip(chunk, ref, got, strict=True):
+            peak = float(np.abs(r).max()) or 1.0
+            value = psnr(g / peak, r / peak)
+            scores[name] = 200.0 if math.isinf(value) else value
+    return scores
 
 
 def layer_sensitivity(
@@ -61,16 +69,9 @@ def layer_sensitivity(
     unknown = [name for name, pair in pairs.items() if not set(pair) <= in_qdq]
     pairs = {name: pair for name, pair in pairs.items() if name not in unknown}
     tensors = sorted({t for pair in pairs.values() for t in pair} - {graph_input})
-    ref = _tensor_values(fp32, tensors, tiles)
-    got = _tensor_values(qdq, tensors, tiles)
-    ref[graph_input] = got[graph_input] = tiles
-
-    def db(name: str) -> float:
-        peak = float(np.abs(ref[name]).max()) or 1.0
-        value = psnr(got[name] / peak, ref[name] / peak)
-        return 200.0 if math.isinf(value) else value
-
-    return {name: db(i) - db(o) for name, (i, o) in pairs.items()} | dict.fromkeys(unknown, 0.0)
+    db = _tensor_db(fp32, qdq, tensors, tiles)
+    db[graph_input] = 200.0  # the same input reaches both graphs
+    return {name: db[i] - db[o] for name, (i, o) in pairs.items()} | dict.fromkeys(unknown, 0.0)
 
 
 def restore_float(
