@@ -23,6 +23,8 @@ MANIFEST_VERSION = 1
 METADATA_KEY = "restorekit.manifest"
 # Every graph restorekit writes has one image input and one image output with these names.
 INPUT_NAME = "input"
+# INT8 graph layouts (``PrecisionPlan.layout``): for TensorRT, or for ONNX Runtime on a CPU.
+INT8_LAYOUTS = ("tensorrt", "ort-cpu")
 OUTPUT_NAME = "output"
 
 

@@ -23,31 +23,20 @@ import onnx
 from restorekit.calibration.feeds import CalibrationSet
 from restorekit.calibration.ranges import tensor_min_max
 from restorekit.errors import RestoreKitError, require
-from restorekit.manifest import INPUT_NAME
+from restorekit.manifest import INPUT_NAME, INT8_LAYOUTS
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # ONNX Runtime's CPU provider has integer kernels for these (QLinear*): a graph quantized on all of
 # them runs integer from one convolution to the next instead of converting around each.
+# Not Resize: its integer kernel refuses PANet's bicubic scales. PANet still fails in this layout
+# (ONNX Runtime's optimised graph runs its bicubic Resize on integers anyway, seen in
+# benchmarks/precision.py).
+# fmt: off
 ORT_CPU_OPS = QUANTIZED_OPS + (
-    "LeakyRelu",
-    "Relu",
-    "Add",
-    "Mul",
-    "Sigmoid",
-    "GlobalAveragePool",
-    "AveragePool",
-    "Concat",
-    "MaxPool",
-    "Softmax",
-    "Transpose",
-    "Reshape",
-    "Split",
-    "Squeeze",
-    "Unsqueeze",
-)  # fmt: skip  (not Resize: its integer kernel refuses PANet's bicubic scales)
-# PANet still fails in this layout (ONNX Runtime's optimised graph runs its bicubic Resize on
-# integers and refuses the scales, seen in benchmarks/precision.py).
-LAYOUTS = ("tensorrt", "ort-cpu")
+    "LeakyRelu", "Relu", "Add", "Mul", "Sigmoid", "GlobalAveragePool", "AveragePool", "Concat",
+    "MaxPool", "Softmax", "Transpose", "Reshape", "Split", "Squeeze", "Unsqueeze",
+)
+# fmt: on
 METHODS = ("entropy", "minmax", "percentile")
 PERCENTILE = 99.99
 
@@ -100,8 +89,8 @@ def qdq_from_model(
     """
     if method not in METHODS:
         raise RestoreKitError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
-    if layout not in LAYOUTS:
-        raise RestoreKitError(f"unknown INT8 layout {layout!r}; choose {', '.join(LAYOUTS)}")
+    if layout not in INT8_LAYOUTS:
+        raise RestoreKitError(f"unknown INT8 layout {layout!r}; choose {', '.join(INT8_LAYOUTS)}")
     trt = layout == "tensorrt"
     q = require("onnxruntime.quantization", "calibration", "INT8 calibration")
     methods = {
@@ -132,11 +121,12 @@ def qdq_from_model(
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
         cache = {}
-        can_cache = "calibration_cache_path" in _parameters(q.quantize_static)
-        if can_cache and ranges_file is None and not trt and method == "minmax":
-            ranges_file = Path(tmp) / "ranges.json"
-        if can_cache and ranges_file is not None:
-            if not trt and method == "minmax" and not ranges_file.exists():
+        own_min_max = not trt and method == "minmax"  # see _write_min_max
+        if (ranges_file or own_min_max) and "calibration_cache_path" in _parameters(
+            q.quantize_static
+        ):
+            ranges_file = ranges_file or Path(tmp) / "ranges.json"
+            if own_min_max and not ranges_file.exists():
                 _write_min_max(ranges_file, model, calibration)
             cache["calibration_cache_path"] = str(ranges_file)
         with _quiet():

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from restorekit.cli.entry import positive_int, run, tile_shape
+from restorekit.manifest import INT8_LAYOUTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--int8-layout",
-        choices=("tensorrt", "ort-cpu"),
+        choices=INT8_LAYOUTS,
         default="tensorrt",
         help="INT8 graph for TensorRT (default) or for ONNX Runtime on a CPU (uint8, integer "
         "between convolutions; file *.int8cpu.*, no engine)",
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             dynamic=args.dynamic, images=tuple(args.images) if args.images else None,
             seed=args.seed, precision="fp16" if args.fp16 else "int8" if args.int8 else "fp32",
             calib=args.calib, calib_count=args.calib_count,
-            calib_method=args.calib_method or ("minmax" if args.int8_layout == "ort-cpu" else "entropy"),
+            calib_method=args.calib_method
+            or ("minmax" if args.int8_layout == "ort-cpu" else "entropy"),
             min_psnr=args.min_psnr, int8_layout=args.int8_layout,
         )  # fmt: skip
         cpu_int8 = args.int8_layout == "ort-cpu"

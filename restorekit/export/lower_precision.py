@@ -89,7 +89,8 @@ def int8_graph(
     model = _named_copy(fp32)
     say(f"calibrating ({method}, {calibration.count} tiles)")
     with tempfile.TemporaryDirectory(prefix="restorekit-ranges-") as tmp:
-        ranges = Path(tmp) / "ranges.json"
+        # Only the CPU layout quantizes again (without the excluded nodes), reusing the ranges.
+        ranges = Path(tmp) / "ranges.json" if layout == "ort-cpu" else None
         qdq = qdq_from_model(model, calibration, method, layout=layout, ranges_file=ranges)
         layers = quantizable_nodes(model, layout)
         evaluate = evaluator(refs.inputs, refs.expected, value_range)

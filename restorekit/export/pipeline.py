@@ -41,6 +41,7 @@ from restorekit.export.verify import (
 from restorekit.files import file_sha256, write_bytes_atomic, write_text_atomic
 from restorekit.manifest import (
     INPUT_NAME,
+    INT8_LAYOUTS,
     METADATA_KEY,
     OUTPUT_NAME,
     BatchRange,
@@ -54,7 +55,6 @@ from restorekit.models.registry import ModelRef, resolve
 from restorekit.naming import artifact_stem, onnx_name, precision_label, report_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INT8_LAYOUTS = ("tensorrt", "ort-cpu")
 FP32_STAGES = ("build", "trace", "simplify", "check", "verify", "write")
 LOWER_STAGES = ("calibrate", "lower", "verify lowered", "write lowered")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import onnx
 
 from restorekit.errors import ExportError, require
+from restorekit.onnx_graph import prune
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -68,10 +69,7 @@ def scalar_prelu_as_leaky_relu(model: onnx.ModelProto) -> int:
         node.attribute.append(onnx.helper.make_attribute("alpha", float(slope.reshape(-1)[0])))
         rewritten += 1
     if rewritten:
-        used = {i for n in model.graph.node for i in n.input}
-        kept = [i for i in model.graph.initializer if i.name in used]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept)
+        prune(model)  # the slopes
     return rewritten
 
 
