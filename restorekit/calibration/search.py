@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper
 
-from restorekit.calibration.ranges import chunk_by_budget, session_exposing
-from restorekit.metrics import Agreement, psnr
+from restorekit.calibration.ranges import cpu_session
+from restorekit.metrics import Agreement
 from restorekit.onnx_graph import prune
 
 
@@ -33,24 +34,88 @@ class SearchResult:
     sensitivity: dict[str, float] = field(default_factory=dict)
 
 
-def _tensor_db(
-    fp32: onnx.ModelProto, qdq: onnx.ModelProto, names: Sequence[str], tiles: np.ndarray
-) -> dict[str, float]:
-    """PSNR (dB) of each named tensor of ``qdq`` against the same tensor of ``fp32`` on ``tiles``.
+def comparison_graph(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, names: Sequence[str]
+) -> onnx.ModelProto:
+    """Both graphs on one input; per tensor in ``names``, the candidate's mean squared error
+    against the reference and the reference's max |value|, as two scalar outputs.
 
-    Tensors are exposed a chunk at a time and scored at once, so only one chunk of values from
-    each graph is held (a few GB, not every activation of both graphs).
+    The nodes are interleaved: each statistic follows the candidate's producer, and the reference
+    runs just far enough ahead to have produced its copy of the tensor. With ONNX Runtime's
+    priority-based (graph) order both tensors are freed about as early as in one forward pass,
+    so memory stays near that of the two forwards, not of every compared activation.
     """
-    input_name = fp32.graph.input[0].name
-    sizes = dict.fromkeys(names, int(np.prod(tiles.shape[1:])) * 64)  # rough per-tensor budget
-    scores: dict[str, float] = {}
-    for chunk in chunk_by_budget(sizes, tiles.shape[0], 1 << 30):
-        ref = session_exposing(fp32, chunk, None).run(chunk, {input_name: tiles})
-        got = session_exposing(qdq, chunk, None).run(chunk, {input_name: tiles})
-        for name, r, g in zip(chunk, ref, got, strict=True):
-            peak = float(np.abs(r).max()) or 1.0
-            value = psnr(g / peak, r / peak)
-            scores[name] = 200.0 if math.isinf(value) else value
+    input_name = reference.graph.input[0].name
+    ref = onnx.compose.add_prefix(reference, "ref/", rename_inputs=False, rename_outputs=True)
+    ref_nodes = list(ref.graph.node)
+    ref_producer = {o: k for k, n in enumerate(ref_nodes) for o in n.output}
+    index = {name: i for i, name in enumerate(names)}
+    done = 0  # reference nodes emitted so far
+
+    def statistics(name: str) -> list[onnx.NodeProto]:
+        nonlocal done
+        made = []
+        if name != input_name:
+            upto = ref_producer[f"ref/{name}"] + 1
+            made += ref_nodes[done:upto]
+            done = max(done, upto)
+        i, theirs = index[name], name if name == input_name else f"ref/{name}"
+        make = helper.make_node
+        return made + [
+            make("Sub", [name, theirs], [f"__cmp{i}_d"], name=f"__cmp{i}_d"),
+            make("Mul", [f"__cmp{i}_d", f"__cmp{i}_d"], [f"__cmp{i}_d2"], name=f"__cmp{i}_d2"),
+            make(
+                "ReduceMean", [f"__cmp{i}_d2"], [f"__cmp{i}_mse"], name=f"__cmp{i}_mse", keepdims=0
+            ),
+            make("Abs", [theirs], [f"__cmp{i}_a"], name=f"__cmp{i}_a"),
+            make(
+                "ReduceMax", [f"__cmp{i}_a"], [f"__cmp{i}_peak"], name=f"__cmp{i}_peak", keepdims=0
+            ),
+        ]
+
+    out = onnx.ModelProto()
+    out.CopyFrom(candidate)
+    nodes = [r for i in out.graph.input if i.name in index for r in statistics(i.name)]
+    for node in candidate.graph.node:
+        nodes.append(node)
+        nodes += [r for name in node.output if name in index for r in statistics(name)]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(ref.graph.initializer)
+    have = {(o.domain, o.version) for o in out.opset_import}
+    out.opset_import.extend(o for o in ref.opset_import if (o.domain, o.version) not in have)
+    del out.graph.output[:]
+    out.graph.output.extend(helper.make_tensor_value_info(f"__cmp{i}_{kind}", TensorProto.FLOAT, [])
+                            for i in range(len(names)) for kind in ("mse", "peak"))  # fmt: skip
+    prune(out)  # what follows the last compared tensor
+    return out
+
+
+def tensor_psnr(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    names: Sequence[str],
+    tiles: np.ndarray,
+) -> dict[str, float]:
+    """PSNR (dB) of each named tensor of ``candidate`` against the same tensor of ``reference``
+    over ``tiles``, each tensor scaled by the reference's largest |value| (200 when equal).
+
+    Computed inside one graph (:func:`comparison_graph`), a tile at a time: the memory of two
+    forward passes, whatever the number of tensors.
+    """
+    session = cpu_session(comparison_graph(reference, candidate, names), None, optimize=True)
+    input_name = reference.graph.input[0].name
+    mse = np.zeros(len(names))
+    peak = np.zeros(len(names))
+    for tile in tiles:
+        values = session.run(None, {input_name: tile[None]})
+        mse += np.asarray(values[0::2], dtype=np.float64)
+        peak = np.maximum(peak, np.asarray(values[1::2], dtype=np.float64))
+    mse /= len(tiles)  # every tile has the same shape: the mean of the means is the mean
+    scores = {}
+    for name, m, p in zip(names, mse, peak, strict=True):
+        p = p or 1.0
+        scores[name] = 200.0 if m == 0 else min(200.0, 10.0 * math.log10(p * p / m))
     return scores
 
 
@@ -69,7 +134,7 @@ def layer_sensitivity(
     unknown = [name for name, pair in pairs.items() if not set(pair) <= in_qdq]
     pairs = {name: pair for name, pair in pairs.items() if name not in unknown}
     tensors = sorted({t for pair in pairs.values() for t in pair} - {graph_input})
-    db = _tensor_db(fp32, qdq, tensors, tiles)
+    db = tensor_psnr(fp32, qdq, tensors, tiles)
     db[graph_input] = 200.0  # the same input reaches both graphs
     return {name: db[i] - db[o] for name, (i, o) in pairs.items()} | dict.fromkeys(unknown, 0.0)
 

@@ -3,6 +3,7 @@ ONNX export (size and agreement)."""
 
 from __future__ import annotations
 
+import collections
 import math
 
 import pytest
@@ -437,6 +438,9 @@ def _stored_tensors(graph) -> list:
     return arrays
 
 
+_MASK_OPS = ("Constant", "Where")
+
+
 @pytest.mark.slow
 def test_onnx_holds_only_weights_and_matches_pytorch() -> None:
     ort = pytest.importorskip("onnxruntime")
@@ -460,7 +464,9 @@ def test_onnx_holds_only_weights_and_matches_pytorch() -> None:
         # Nothing near one stripe's index or mask (4096 x 256 entries); the largest non-weight
         # tensors are the boolean mask factors (windows x window x window per axis).
         assert max(a.nbytes for a in arrays) <= largest_param, f"{tile}: a large constant is stored"
-        file_sizes.append((graph.ByteSize(), stored, len(graph.graph.node)))
+        ops = collections.Counter(n.op_type for n in graph.graph.node if n.op_type not in _MASK_OPS)
+        mask_bytes = sum(n.ByteSize() for n in graph.graph.node if n.op_type in _MASK_OPS)
+        file_sizes.append((graph.ByteSize() - mask_bytes, ops))
 
         session = ort.InferenceSession(
             graph.SerializeToString(), providers=["CPUExecutionProvider"]
@@ -476,9 +482,12 @@ def test_onnx_holds_only_weights_and_matches_pytorch() -> None:
                 f"99th percentile {float(sorted(err.ravel())[int(0.99 * err.size)]):.3g}"
             )
     # The graph is the same at both tiles; only the boolean mask factors (O(side x window)) grow.
-    (size0, stored0, nodes0), (size1, stored1, nodes1) = file_sizes
-    assert nodes0 == nodes1
-    assert size1 - size0 <= (stored1 - stored0) + 512, file_sizes
+    # At 64x64 the square stripes give horizontal and vertical attention the same mask, which the
+    # simplifier then builds once: the mask-building nodes (its boolean factors and the Where that
+    # turns them into 0 / -100) are the only ones that may differ.
+    (size0, ops0), (size1, ops1) = file_sizes
+    assert ops0 == ops1
+    assert size1 - size0 <= 512, file_sizes
 
 
 @pytest.mark.slow

@@ -20,9 +20,11 @@ from restorekit.models.panet import PANet
 from restorekit.models.pyramid_attention import (
     PyramidAttention,
     attention_bytes,
+    bicubic_matrix,
     extract_patches,
     level_size,
     paste_patches,
+    resize_bicubic,
 )
 from restorekit.models.registry import resolve
 
@@ -429,7 +431,8 @@ def test_onnx_matches_pytorch_at_default_tile(tmp_path, name):
     h, w = ref.variant.default_tile
     assert result.manifest.tile == (h, w)
     ops = {n.op_type for n in onnx.load(str(result.onnx_path)).graph.node}
-    assert "MatMul" in ops and "Softmax" in ops and not ops & {"Col2Im", "Loop"}
+    # The pyramid's bicubic resizes are matrix products too (ONNX Runtime's cubic Resize is slow).
+    assert "MatMul" in ops and "Softmax" in ops and not ops & {"Col2Im", "Loop", "Resize"}
     # Independently of the exporter's own report: random inputs at batch 2.
     model = model_from_name(name, seed=3, overrides=TINY).module.eval()
     sess = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
@@ -440,6 +443,42 @@ def test_onnx_matches_pytorch_at_default_tile(tmp_path, name):
     assert got.shape == want.shape
     err = np.abs(got - want)
     assert err.max() <= 2e-4, f"max {err.max():.2e}, mean {err.mean():.2e}"
+
+
+@pytest.mark.parametrize(
+    ("size_in", "size_out"),
+    [((32, 32), (28, 28)), ((32, 32), (19, 19)), ((48, 33), (43, 23)), ((7, 90), (6, 62)),
+     ((5, 5), (9, 12)), ((1, 4), (1, 2))],
+)  # fmt: skip
+def test_bicubic_matrices_resize_like_interpolate(size_in, size_out):
+    x = torch.rand(2, 3, *size_in, generator=torch.Generator().manual_seed(0))
+    want = F.interpolate(x, size=size_out, mode="bicubic", align_corners=False)
+    rows, cols = bicubic_matrix(size_out[0], size_in[0]), bicubic_matrix(size_out[1], size_in[1])
+    got = rows @ x @ cols.T
+    # float32 rounding only (values in [0, 1]; measured <= 2.5e-6)
+    assert (got - want).abs().max() <= 1e-5
+    # Keys' weights sum to one at every position, border repeats included
+    assert torch.allclose(rows.sum(1), torch.ones(size_out[0]), atol=1e-6)
+
+
+def test_exported_resize_is_traced_as_matrices_and_matches(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+
+    class Resize(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return resize_bicubic(x, (level_size(x.shape[-2], 0.7), level_size(x.shape[-1], 0.7)))
+
+    path = tmp_path / "resize.onnx"
+    x = torch.rand(1, 4, 30, 40)
+    torch.onnx.export(Resize(), (x,), str(path), opset_version=17, dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}})  # fmt: skip
+    assert "Resize" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in [(30, 40), (17, 90)]:  # the traced size and another: matrices built in-graph
+        x = torch.rand(1, 4, h, w)
+        want = F.interpolate(x, size=(int(h * 0.7), int(w * 0.7)), mode="bicubic")
+        got = sess.run(None, {"x": x.numpy()})[0]
+        assert got.shape == want.shape and np.abs(got - want.numpy()).max() <= 1e-5
 
 
 @pytest.mark.parametrize("name", ["panet.dn_s30", "pa-edsr.sr_x3"])

@@ -16,15 +16,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from restorekit.models.grl.positions import SeparableMask
-
 # Logit scale is clamped at log(1 / 0.01) as in Swin V2 / the official code.
 _MAX_LOGIT_SCALE = math.log(1.0 / 0.01)
 
 
 @dataclass(frozen=True)
 class Positions:
-    """Coordinate table, position index and shift mask (``None`` when unshifted) of one attention.
+    """Coordinate table, position index and additive shift mask of one attention.
+
+    ``mask`` is :meth:`SeparableMask.additive`'s ``(windows, 1, N1, N2)`` tensor, ``None`` when
+    the attention is not shifted.
 
     ``queries`` and ``keys`` (N1, N2) are the index's shape as Python ints: shapes are never read
     back from tensors, so the traced graph needs no Shape arithmetic.
@@ -32,7 +33,7 @@ class Positions:
 
     table: torch.Tensor
     index: torch.Tensor
-    mask: SeparableMask | None
+    mask: torch.Tensor | None
     queries: int
     keys: int
 
@@ -93,7 +94,11 @@ class AffineTransform(nn.Module):
         bias = torch.index_select(table, 1, pos.index.reshape(-1))
         attn = attn + bias.reshape(1, heads, pos.queries, pos.keys)
         if pos.mask is not None:
-            attn = pos.mask.apply(attn, heads)
+            # (B * windows, ...) -> (B, windows, ...): a plain broadcast over batch and heads.
+            # x + (-100.0) is exactly x - 100.0 and x + 0.0 is x, as in the official add.
+            windows = int(pos.mask.shape[0])
+            shape = (-1, heads, pos.queries, pos.keys)
+            attn = (attn.reshape(-1, windows, *shape[1:]) + pos.mask).reshape(shape)
         return attn
 
 

@@ -393,7 +393,9 @@ class GRL(nn.Module):
         n_w = ws[0] * ws[1]
         out = {
             "w_plain": Positions(table_w, index_w, None, n_w, n_w),
-            "w_shifted": Positions(table_w, index_w, shift_mask(x_size, ws, half), n_w, n_w),
+            "w_shifted": Positions(
+                table_w, index_w, shift_mask(x_size, ws, half).additive(anchor), n_w, n_w
+            ),
         }
         for kind, stripe in (("sh", self.stripe_size), ("sv", self.stripe_size[::-1])):
             table = coords_table(stripe, df, anchor)
@@ -402,7 +404,7 @@ class GRL(nn.Module):
             n_anchor = (stripe[0] // df) * (stripe[1] // df)
             for name, w2a in (("a2w", False), ("w2a", True)):
                 index = position_index(stripe, df, w2a, anchor)
-                mask = shift_mask(x_size, stripe, shift, df, w2a)
+                mask = shift_mask(x_size, stripe, shift, df, w2a).additive(anchor)
                 n = (n_stripe, n_anchor) if w2a else (n_anchor, n_stripe)
                 out[f"{kind}_{name}_plain"] = Positions(table, index, None, *n)
                 out[f"{kind}_{name}_shifted"] = Positions(table, index, mask, *n)

@@ -7,9 +7,10 @@ of the 291 MB GRL-T graph at 128x128. Here the same quantities come from a few s
 
 * the coordinate **table** (log-spaced relative coordinates, ``(2h'-1) x (2w'-1) x 2``) and the
   **index** are built from short ``arange`` vectors by broadcasting;
-* a shift **mask** is never materialised: each token's region label is a row label times a column
+* a shift **mask** is never a constant: each token's region label is a row label times a column
   label, so "labels differ" factors into a row test and a column test
-  (:class:`SeparableMask`), each ``windows x n_rows x n_rows`` booleans, applied with two ``where``.
+  (:class:`SeparableMask`), each ``windows x n_rows x n_rows`` booleans. The graph expands them
+  to the additive ``windows x N1 x N2`` mask once per forward pass, shared by all blocks.
 
 The aranges start from :func:`shape_anchor`, an integer zero taken from the runtime batch size.
 Without it, exporters and graph simplifiers (onnxsim constant-folds everything whose inputs are
@@ -136,20 +137,23 @@ class SeparableMask:
     rows: torch.Tensor
     cols: torch.Tensor
 
-    def apply(self, attn: torch.Tensor, heads: int) -> torch.Tensor:
-        """Add the mask to logits ``(B * windows, heads, N1, N2)`` (windows in row-major order)."""
-        # Constant tensors built in Python: their shapes are plain ints even under tracing.
+    def additive(self, anchor: int | torch.Tensor) -> torch.Tensor:
+        """The official mask ``(windows, 1, N1, N2)``: 0 where labels agree, ``-100`` elsewhere.
+
+        Built in the graph from the two small factors (``anchor`` keeps simplifiers from folding
+        it into a ``windows x N1 x N2`` constant), once per forward pass, and then shared by every
+        block of that attention type: each block adds it with a plain broadcast. Applying the
+        factors per block instead (two ``where`` over an 8-d broadcast of the logits) was 18% of
+        the demo GRL's ONNX Runtime time (``benchmarks/ort_profile.py``).
+        """
         nwr, qr, kr = (int(n) for n in self.rows.shape)
         nwc, qc, kc = (int(n) for n in self.cols.shape)
-        # (B, window row, window col, head, query row, query col, key row, key col): 8 dims, the
-        # most TensorRT allows.
-        x = attn.reshape(-1, nwr, nwc, heads, qr, qc, kr, kc)
-        rows = self.rows.reshape(nwr, 1, 1, qr, 1, kr, 1)
-        cols = self.cols.reshape(1, nwc, 1, 1, qc, 1, kc)
-        # x + (-100.0) is exactly x - 100.0, and x + 0.0 is x: bit-identical to the official add.
-        masked = x - 100.0
-        x = torch.where(rows, torch.where(cols, x, masked), masked)
-        return x.reshape(-1, heads, qr * qc, kr * kc)
+        # {0, -100} per factor; the mask is 0 only where both are 0, i.e. their minimum. The
+        # anchored zero enters first, so the graph stores only the boolean factors.
+        zero = torch.zeros((), dtype=torch.float32) + anchor
+        rows = torch.where(self.rows, zero, zero - 100.0).reshape(nwr, 1, qr, 1, kr, 1)
+        cols = torch.where(self.cols, zero, zero - 100.0).reshape(1, nwc, 1, qc, 1, kc)
+        return torch.minimum(rows, cols).reshape(nwr * nwc, 1, qr * qc, kr * kc)
 
 
 def shift_mask(

@@ -1,0 +1,75 @@
+"""Where an ONNX graph's time goes under ONNX Runtime on this CPU: per operator type.
+
+Runs the graph ``--runs`` times on a real tile with ONNX Runtime's profiler on, and prints, per
+operator type of the *optimised* graph (after ONNX Runtime's fusions and layout changes), the node
+count, the summed median node time and its share of the run. Use it to find what to change in an
+exported graph before measuring the change with ``benchmarks/precision.py``.
+
+    python benchmarks/ort_profile.py out/mprnet.demo_dn_s25.fp32.256x256.onnx
+    python benchmarks/ort_profile.py out/model.int8cpu.256x256.onnx --runs 10 --top 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import onnxruntime as ort
+
+from restorekit.data import sample_paths
+from restorekit.export.verify import image_batch
+from restorekit.manifest import INPUT_NAME, read_manifest
+
+
+def profile(path: Path, runs: int, threads: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Per node, its durations (µs) over the runs; and each run's total (µs)."""
+    m = read_manifest(path)
+    _, tiles = image_batch(sample_paths()[-1:], m.input, m.tile)
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session.run(None, {INPUT_NAME: tiles[:1]})  # warm-up
+        for _ in range(runs):
+            session.run(None, {INPUT_NAME: tiles[:1]})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes: dict[str, list[float]] = defaultdict(list)
+    totals = [e["dur"] for e in events if e.get("name") == "model_run"][1:]
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            nodes[f"{op}\t{e['name'][: -len('_kernel_time')]}"].append(e["dur"])
+    # the warm-up's node events come first: keep the last `runs` of each node
+    return {k: v[-runs:] for k, v in nodes.items()}, totals
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("onnx", type=Path, help="a graph restore-export wrote (its manifest is read)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--top", type=int, default=20, help="operator types to list")
+    args = p.parse_args()
+    nodes, totals = profile(args.onnx, args.runs, args.threads)
+    by_op: dict[str, list[float]] = defaultdict(list)
+    for key, durations in nodes.items():
+        by_op[key.split("\t")[0]].append(statistics.median(durations))
+    run_us = statistics.median(totals)
+    node_us = sum(sum(v) for v in by_op.values())
+    print(f"{args.onnx.name}: median run {run_us / 1e3:.2f} ms over {args.runs} runs, "
+          f"{sum(len(v) for v in by_op.values())} nodes after optimisation, "
+          f"node time {node_us / 1e3:.2f} ms")  # fmt: skip
+    print(f"  {'operator':<28} {'nodes':>6} {'ms':>9} {'share':>6}")
+    for op, times in sorted(by_op.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
+        print(f"  {op:<28} {len(times):>6} {sum(times) / 1e3:>9.2f} {sum(times) / node_us:>6.1%}")
+
+
+if __name__ == "__main__":
+    main()
