@@ -4,10 +4,9 @@ For each model: export (FP32, FP16, INT8 through ``export_model``, calibrated on
 photos), then time PyTorch eager and each graph at batch 1 on a real tile — medians of ``--runs``
 runs, all in one process, so ratios compare like with like on a shared, noisy machine — and report
 PSNR against the FP32 output beside each. INT8 is timed in two layouts: TensorRT's (Q/DQ on the
-inputs of Conv/MatMul only, what ``--int8`` writes) and ONNX Runtime's CPU layout (uint8
-activations, every operator with an integer kernel quantized, so the graph runs integer from one
-convolution to the next; what ``--int8 --int8-layout ort-cpu`` writes before its search, min-max
-calibrated as that option does by default).
+inputs of Conv/MatMul only, what ``--int8`` writes) and ONNX Runtime's CPU layout (``int8cpu``:
+uint8 activations, every operator with an integer kernel quantized, so the graph runs integer from
+one convolution to the next; what ``--int8 --int8-layout ort-cpu`` writes, search included).
 
 Demo variants (bundled weights) also get the *task* figure: mean PSNR against the clean photo of
 the five held-out sample photos with sigma-25 noise (centre ``--crop``), restored by each graph,
@@ -17,6 +16,7 @@ training photos (``restorekit.models.demo.write_noisy_photos``), never the held-
     python benchmarks/precision.py                       # every registry default model
     python benchmarks/precision.py --models mprnet nlrn --runs 5 --threads 2
     python benchmarks/precision.py --models grl-t.dn_c3s25 --precisions fp16 --from-dir out/
+    python benchmarks/precision.py --models panet.dn_s30 nlrn.dn_s25 --precisions int8cpu
 """
 
 from __future__ import annotations
@@ -29,11 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
-from restorekit.calibration.feeds import feeds_from_images
-from restorekit.calibration.qdq import qdq_from_model
 from restorekit.data import sample_paths
 from restorekit.export import ExportOptions, export_model
 from restorekit.export.compare import OrtSession
@@ -44,7 +41,13 @@ from restorekit.metrics import psnr
 from restorekit.models.build import model_from_name
 from restorekit.models.demo import heldout_rows, write_noisy_photos
 from restorekit.models.registry import resolve
-from restorekit.onnx_graph import name_nodes
+
+# File label -> export options (``int8cpu``: ``--int8 --int8-layout ort-cpu``).
+PRECISIONS = {
+    "fp16": {"precision": "fp16"},
+    "int8": {"precision": "int8"},
+    "int8cpu": {"precision": "int8", "int8_layout": "ort-cpu"},
+}
 
 
 def median_seconds(fn, runs: int) -> float:
@@ -75,7 +78,7 @@ def exported(
     """ONNX paths per precision (``fp32`` always): exported now, or found in ``from_dir``."""
     if from_dir is None:
         common = dict(model=name, output_dir=out, calib=calib, calib_count=calib_count)
-        done = {p: export_model(ExportOptions(**common, precision=p)) for p in precisions}
+        done = {p: export_model(ExportOptions(**common, **PRECISIONS[p])) for p in precisions}
         first = next(iter(done.values()))
         return {"fp32": first.fp32.onnx_path} | {p: r.onnx_path for p, r in done.items()}
     full = resolve(name).name
@@ -120,11 +123,8 @@ def bench_model(
         graphs["onnx fp16"] = str(paths["fp16"])
     if "int8" in paths:
         graphs["onnx int8 (TensorRT layout)"] = str(paths["int8"])
-        calibration = feeds_from_images(calib or sample_paths(), m, calib_count)
-        fp32_model = onnx.load(str(paths["fp32"]))
-        name_nodes(fp32_model)
-        ort_cpu = qdq_from_model(fp32_model, calibration, "minmax", layout="ort-cpu").model
-        graphs["onnx int8 (ORT CPU layout)"] = ort_cpu.SerializeToString()
+    if "int8cpu" in paths:
+        graphs["onnx int8 (ORT CPU layout)"] = str(paths["int8cpu"])
     ref_out = None
     rows = [f"{name} ({m.model}, tile {m.tile[0]}x{m.tile[1]}, weights: {m.weights[:40]}, "
             f"calibration: {calib or 'samples'})",
@@ -156,7 +156,7 @@ def bench_model(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["mprnet", "nlrn", "panet", "grl"])
-    p.add_argument("--precisions", nargs="+", choices=["fp16", "int8"], default=["fp16", "int8"])
+    p.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib-count", type=int, default=16)

@@ -16,7 +16,7 @@ the attention probabilities, its largest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,6 +156,22 @@ def statistics_graph(
     return out
 
 
+def _statistics_by_batch(
+    model: onnx.ModelProto,
+    names: list[str],
+    stats: tuple,
+    batches: Iterable[np.ndarray],
+    threads: int | None,
+) -> Iterator[list[tuple[float, ...]]]:
+    """Per batch, per tensor in ``names``, its ``stats`` (:func:`statistics_graph`) as floats."""
+    session = cpu_session(statistics_graph(model, names, stats), threads, optimize=True)
+    input_name = model.graph.input[0].name
+    n = len(stats)
+    for b in batches:
+        values = [float(v) for v in session.run(None, {input_name: b})]
+        yield [tuple(values[n * i : n * i + n]) for i in range(len(names))]
+
+
 def tensor_min_max(
     model: onnx.ModelProto, batches: Iterable[np.ndarray], names: list[str] | None = None
 ) -> dict[str, tuple[float, float]]:
@@ -164,15 +180,12 @@ def tensor_min_max(
     if names is None:
         names = [i.name for i in model.graph.input
                  if i.type.tensor_type.elem_type == TensorProto.FLOAT] + list(float_tensors(model))  # fmt: skip
-    session = cpu_session(statistics_graph(model, names, MIN_MAX), None, optimize=True)
-    input_name = model.graph.input[0].name
     lo = dict.fromkeys(names, np.inf)
     hi = dict.fromkeys(names, -np.inf)
-    for b in batches:
-        values = session.run(None, {input_name: b})
-        for i, name in enumerate(names):
-            lo[name] = min(lo[name], float(values[2 * i]))
-            hi[name] = max(hi[name], float(values[2 * i + 1]))
+    for per_tensor in _statistics_by_batch(model, names, MIN_MAX, batches, None):
+        for name, (low, high) in zip(names, per_tensor, strict=True):
+            lo[name] = min(lo[name], low)
+            hi[name] = max(hi[name], high)
     return {name: (lo[name], hi[name]) for name in names}
 
 
@@ -189,18 +202,15 @@ def activation_ranges(
     """
     batch_list = list(batches)
     measured, derived = measured_and_derived(model)
-    input_name = model.graph.input[0].name
     if progress:
         progress(0, len(batch_list))
-    session = cpu_session(statistics_graph(model, measured), threads, optimize=True)
     peak = dict.fromkeys(measured, 0.0)
     suspect: set[str] = set()
-    for k, b in enumerate(batch_list):
-        values = session.run(None, {input_name: b})
+    statistics = _statistics_by_batch(model, measured, ABS_MAX_SUM, batch_list, threads)
+    for k, per_tensor in enumerate(statistics):
         if progress:
             progress(k + 1, len(batch_list))
-        for i, name in enumerate(measured):
-            mx, sm = float(values[2 * i]), float(values[2 * i + 1])
+        for name, (mx, sm) in zip(measured, per_tensor, strict=True):
             if not (np.isfinite(mx) and np.isfinite(sm)):
                 suspect.add(name)
             elif mx > peak[name]:

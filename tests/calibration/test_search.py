@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from restorekit.calibration.ranges import session_exposing
-from restorekit.calibration.search import tensor_psnr
+from restorekit.calibration.search import comparison_graph, tensor_psnr
 from restorekit.metrics import psnr
 
 
@@ -78,3 +78,43 @@ def test_identical_tensors_score_200_db():
     fp32, _ = _pair()
     tiles = np.random.default_rng(0).uniform(-1, 1, (2, 2, 6, 6)).astype(np.float32)
     assert tensor_psnr(fp32, fp32, ["a", "output"], tiles) == {"a": 200.0, "output": 200.0}
+
+
+def test_a_shared_dequantize_is_copied_per_consumer_and_scores_stay_exact():
+    # ONNX Runtime would add those copies itself, as nodes that run last (see _unique_dequantize).
+    rng = np.random.default_rng(2)
+    inits = {
+        "wa": rng.standard_normal((2, 2, 3, 3)).astype(np.float32),
+        "wb": rng.standard_normal((2, 2, 3, 3)).astype(np.float32),
+        "s": np.float32(0.01),
+        "z": np.int8(0),
+    }
+
+    def branches(source: str) -> list[onnx.NodeProto]:
+        return [
+            helper.make_node("Conv", [source, "wa"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", [source, "wb"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["a", "b"], ["output"], name="add"),
+        ]
+
+    fp32 = _model(branches("input"), inits)
+    qdq = _model(
+        [
+            helper.make_node("QuantizeLinear", ["input", "s", "z"], ["iq"], name="q"),
+            helper.make_node("DequantizeLinear", ["iq", "s", "z"], ["idq"], name="dq"),
+            *branches("idq"),
+        ],
+        inits,
+    )
+    names = ["a", "b", "output"]
+    merged = comparison_graph(fp32, qdq, names)
+    dq_outputs = {n.output[0] for n in merged.graph.node if n.op_type == "DequantizeLinear"}
+    consumers = [i for n in merged.graph.node for i in n.input if i in dq_outputs]
+    assert len(dq_outputs) == 2 and sorted(consumers) == sorted(dq_outputs)
+    tiles = rng.uniform(-1, 1, (2, 2, 6, 6)).astype(np.float32)
+    got = tensor_psnr(fp32, qdq, names, tiles)
+    ref = session_exposing(fp32, names, None).run(names, {"input": tiles})
+    out = session_exposing(qdq, names, None).run(names, {"input": tiles})
+    for name, r, q in zip(names, ref, out, strict=True):
+        peak = float(np.abs(r).max())
+        assert abs(got[name] - psnr(q / peak, r / peak)) < 1e-3, name
