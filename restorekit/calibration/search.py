@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from restorekit.calibration.ranges import cpu_session
+from restorekit.calibration.ranges import cpu_session, float_tensors
 from restorekit.metrics import Agreement
 from restorekit.onnx_graph import prune
 
@@ -176,9 +176,11 @@ def layer_sensitivity(
     }
     graph_input = fp32.graph.input[0].name
     # A layer whose tensors the Q/DQ graph renamed (ONNX Runtime's CPU layout quantizes some
-    # operators in place) cannot be compared: it is ranked last (sensitivity 0).
+    # operators in place), or whose tensors are not float (a Concat of shape values: nothing
+    # to quantize), cannot be compared: it is ranked last (sensitivity 0).
     in_qdq = {o for n in qdq.graph.node for o in n.output} | {graph_input}
-    unknown = [name for name, pair in pairs.items() if not set(pair) <= in_qdq]
+    comparable = in_qdq & (set(float_tensors(fp32)) | {graph_input})
+    unknown = [name for name, pair in pairs.items() if not set(pair) <= comparable]
     pairs = {name: pair for name, pair in pairs.items() if name not in unknown}
     tensors = sorted({t for pair in pairs.values() for t in pair} - {graph_input})
     db = tensor_psnr(fp32, qdq, tensors, tiles)

@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from restorekit.calibration.ranges import session_exposing
-from restorekit.calibration.search import comparison_graph, tensor_psnr
+from restorekit.calibration.search import comparison_graph, layer_sensitivity, tensor_psnr
 from restorekit.metrics import psnr
 
 
@@ -118,3 +118,18 @@ def test_a_shared_dequantize_is_copied_per_consumer_and_scores_stay_exact():
     for name, r, q in zip(names, ref, out, strict=True):
         peak = float(np.abs(r).max())
         assert abs(got[name] - psnr(q / peak, r / peak)) < 1e-3, name
+
+
+def test_layers_on_integer_tensors_rank_last_instead_of_failing():
+    # ONNX Runtime's CPU layout lists Concat as quantizable; a Concat of shape values is int64.
+    fp32, qdq = _pair()
+    for model in (fp32, qdq):
+        model.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "m1"))
+        model.graph.node.extend([
+            helper.make_node("Shape", ["output"], ["shape"], name="shape"),
+            helper.make_node("Concat", ["shape", "m1"], ["dims"], name="dims", axis=0),
+        ])  # fmt: skip
+        model.graph.output.append(helper.make_tensor_value_info("dims", TensorProto.INT64, None))
+    tiles = np.random.default_rng(0).uniform(-1, 1, (2, 2, 6, 6)).astype(np.float32)
+    scores = layer_sensitivity(fp32, qdq, ["conv2", "dims"], tiles)
+    assert scores["dims"] == 0.0 and scores["conv2"] > 0.0
