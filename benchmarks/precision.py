@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from restorekit.data import sample_paths
+from restorekit.errors import VerificationError
 from restorekit.export import ExportOptions, export_model
 from restorekit.export.compare import OrtSession
 from restorekit.export.trace import ResultOnly
@@ -47,6 +48,14 @@ PRECISIONS = {
     "fp16": {"precision": "fp16"},
     "int8": {"precision": "int8"},
     "int8cpu": {"precision": "int8", "int8_layout": "ort-cpu"},
+}
+
+
+LABELS = {
+    "fp32": "onnx fp32",
+    "fp16": "onnx fp16",
+    "int8": "onnx int8 (TensorRT layout)",
+    "int8cpu": "onnx int8 (ORT CPU layout)",
 }
 
 
@@ -74,19 +83,25 @@ def exported(
     calib_count: int,
     from_dir: Path | None,
     out: Path,
-) -> dict[str, Path]:
-    """ONNX paths per precision (``fp32`` always): exported now, or found in ``from_dir``."""
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """ONNX paths per precision (``fp32`` always), exported now or found in ``from_dir``; and why
+    each precision that restore-export refused (its accuracy target missed) has no graph."""
     if from_dir is None:
         common = dict(model=name, output_dir=out, calib=calib, calib_count=calib_count)
-        done = {p: export_model(ExportOptions(**common, **PRECISIONS[p])) for p in precisions}
-        first = next(iter(done.values()))
-        return {"fp32": first.fp32.onnx_path} | {p: r.onnx_path for p, r in done.items()}
+        paths = {"fp32": export_model(ExportOptions(**common)).onnx_path}
+        refused = {}
+        for p in precisions:
+            try:
+                paths[p] = export_model(ExportOptions(**common, **PRECISIONS[p])).onnx_path
+            except VerificationError as exc:  # what a user gets: nothing written, the figures said
+                refused[p] = str(exc).split(". ")[0]
+        return paths, refused
     full = resolve(name).name
     found = {p: sorted(from_dir.glob(f"{full}.{p}.*.onnx")) for p in ["fp32", *precisions]}
     missing = [p for p, hits in found.items() if not hits]
     if missing:
         raise FileNotFoundError(f"no {full}.{{{','.join(missing)}}}.*.onnx in {from_dir}")
-    return {p: hits[0] for p, hits in found.items()}
+    return {p: hits[0] for p, hits in found.items()}, {}
 
 
 def bench_model(
@@ -106,7 +121,7 @@ def bench_model(
     if calib is None and demo:
         calib = out / f"calib_{ref.variant.in_channels}ch"
         write_noisy_photos(calib, ref.variant.in_channels)
-    paths = exported(name, precisions, calib, calib_count, from_dir, out)
+    paths, refused = exported(name, precisions, calib, calib_count, from_dir, out)
     m = read_manifest(paths["fp32"])
     _, tiles = image_batch(sample_paths()[-1:], m.input, m.tile)  # rocket: not in verification
     x = tiles[:1]
@@ -118,13 +133,7 @@ def bench_model(
     with torch.inference_mode():
         t_torch = median_seconds(lambda: wrapper(torch.from_numpy(x)), runs)
 
-    graphs = {"onnx fp32": str(paths["fp32"])}
-    if "fp16" in paths:
-        graphs["onnx fp16"] = str(paths["fp16"])
-    if "int8" in paths:
-        graphs["onnx int8 (TensorRT layout)"] = str(paths["int8"])
-    if "int8cpu" in paths:
-        graphs["onnx int8 (ORT CPU layout)"] = str(paths["int8cpu"])
+    graphs = {LABELS[p]: str(path) for p, path in paths.items()}
     ref_out = None
     rows = [f"{name} ({m.model}, tile {m.tile[0]}x{m.tile[1]}, weights: {m.weights[:40]}, "
             f"calibration: {calib or 'samples'})",
@@ -150,6 +159,7 @@ def bench_model(
             task_fp32 = task if task_fp32 is None else task_fp32
             row += f" {task:>8.2f} {task_fp32 - task:>8.3f}"
         rows.append(row)
+    rows += [f"  {LABELS[p]:<30} not written: {why}" for p, why in refused.items()]
     return rows
 
 

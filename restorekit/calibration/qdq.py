@@ -28,13 +28,15 @@ from restorekit.manifest import INPUT_NAME, INT8_LAYOUTS
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # ONNX Runtime's CPU provider has integer kernels for these (QLinear*): a graph quantized on all of
 # them runs integer from one convolution to the next instead of converting around each.
-# Not Resize: its integer kernel refuses PANet's bicubic scales. PANet still fails in this layout
-# (ONNX Runtime's optimised graph runs its bicubic Resize on integers anyway, seen in
-# benchmarks/precision.py).
+# Not Softmax: attention weights in uint8 (steps of 1/255 of the largest) wrecked the demo PANet
+# (22.0 dB against FP32; 42.6 dB with Softmax in float) and gained no speed on NLRN or GRL.
+# Not Resize: ONNX Runtime's integer Resize refused PANet's bicubic scales (PANet's pyramid is now
+# exported as matrix products; MPRNet's bilinear upsampling is run on integers by ONNX Runtime's
+# optimised graph anyway).
 # fmt: off
 ORT_CPU_OPS = QUANTIZED_OPS + (
     "LeakyRelu", "Relu", "Add", "Mul", "Sigmoid", "GlobalAveragePool", "AveragePool", "Concat",
-    "MaxPool", "Softmax", "Transpose", "Reshape", "Split", "Squeeze", "Unsqueeze",
+    "MaxPool", "Transpose", "Reshape", "Split", "Squeeze", "Unsqueeze",
 )
 # fmt: on
 METHODS = ("entropy", "minmax", "percentile")

@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from restorekit.calibration.cache import read_cache
+from restorekit.calibration.qdq import quantizable_nodes
 from restorekit.calibration.ranges import activation_ranges
 from restorekit.calibration.search import restore_float
 from restorekit.errors import RestoreKitError, VerificationError
@@ -202,3 +203,20 @@ def test_ort_cpu_layout_runs_integer_between_convolutions(int8):
     assert np.isfinite(got).all() and psnr(got, ref) > 25.0
     with pytest.raises(RestoreKitError, match="unknown INT8 layout"):
         qdq_from_model(fp32, calibration, "minmax", layout="gpu")
+
+
+def test_ort_cpu_layout_keeps_softmax_in_float():
+    # uint8 attention weights cost the demo PANet 20 dB (see calibration/qdq.py)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
+            helper.make_node("Softmax", ["c"], ["p"], name="softmax", axis=-1),
+            helper.make_node("Mul", ["p", "c"], ["output"], name="mul"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert quantizable_nodes(model, "ort-cpu") == ["conv", "mul"]
