@@ -166,7 +166,8 @@ def bench_model(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["mprnet", "nlrn", "panet", "grl"])
-    p.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
+    p.add_argument("--precisions", nargs="*", choices=list(PRECISIONS), default=list(PRECISIONS),
+                   help="besides FP32 (none: FP32 only)")  # fmt: skip
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib-count", type=int, default=16)
