@@ -101,7 +101,8 @@ def int8_graph(
         found = search_exclusions(model, qdq.model, layers, refs.inputs, evaluate, min_psnr,
                                   max_fraction, say, None if layout == "tensorrt" else requantized)  # fmt: skip
     reasons = {
-        n: f"INT8 sensitivity {found.sensitivity.get(n, 0):.2f} dB lost" for n in found.excluded
+        n: f"INT8 adds noise at {found.sensitivity[n]:.1f} dB of its output's peak"
+        for n in found.excluded
     }
     amax = {k: v for k, v in qdq.activation_amax.items() if _still_quantized(found.model, k)}
     return LoweredGraph(

@@ -10,7 +10,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from restorekit.calibration.ranges import session_exposing
-from restorekit.calibration.search import comparison_graph, layer_sensitivity, tensor_psnr
+from restorekit.calibration.search import (
+    NO_NOISE_DB,
+    added_noise_db,
+    comparison_graph,
+    layer_sensitivity,
+    tensor_psnr,
+)
 from restorekit.metrics import psnr
 
 
@@ -132,4 +138,14 @@ def test_layers_on_integer_tensors_rank_last_instead_of_failing():
         model.graph.output.append(helper.make_tensor_value_info("dims", TensorProto.INT64, None))
     tiles = np.random.default_rng(0).uniform(-1, 1, (2, 2, 6, 6)).astype(np.float32)
     scores = layer_sensitivity(fp32, qdq, ["conv2", "dims"], tiles)
-    assert scores["dims"] == 0.0 and scores["conv2"] > 0.0
+    assert scores["dims"] == NO_NOISE_DB < scores["conv2"]
+
+
+def test_layers_rank_by_the_noise_they_add_not_by_the_decibels_they_lose():
+    # exact input -> 62 dB "loses" 138 dB but adds 6.3e-7 of the peak power; 36 -> 35 dB loses
+    # 1 dB but adds 10**-3.5 - 10**-3.6 = 6.5e-5 of it: the late layer is the worse one.
+    early, late = added_noise_db(200.0, 62.0), added_noise_db(36.0, 35.0)
+    assert late > early
+    assert abs(early - -62.0) < 1e-6
+    assert abs(late - 10 * math.log10(10**-3.5 - 10**-3.6)) < 1e-9
+    assert added_noise_db(40.0, 41.0) == NO_NOISE_DB  # a layer can shrink relative noise
