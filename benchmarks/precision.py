@@ -88,14 +88,18 @@ def exported(
     each precision that restore-export refused (its accuracy target missed) has no graph."""
     if from_dir is None:
         common = dict(model=name, output_dir=out, calib=calib, calib_count=calib_count)
-        paths = {"fp32": export_model(ExportOptions(**common)).onnx_path}
-        refused = {}
+        paths, refused = {}, {}
         for p in precisions:
             try:
-                paths[p] = export_model(ExportOptions(**common, **PRECISIONS[p])).onnx_path
+                result = export_model(ExportOptions(**common, **PRECISIONS[p]))
             except VerificationError as exc:  # what a user gets: nothing written, the figures said
                 refused[p] = str(exc).split(". ")[0]
-        return paths, refused
+                continue
+            paths.setdefault("fp32", result.fp32.onnx_path)  # each export writes FP32 first
+            paths[p] = result.onnx_path
+        if "fp32" not in paths:  # FP32 only, or every lower precision refused
+            paths["fp32"] = export_model(ExportOptions(**common)).onnx_path
+        return {"fp32": paths.pop("fp32")} | paths, refused
     full = resolve(name).name
     found = {p: sorted(from_dir.glob(f"{full}.{p}.*.onnx")) for p in ["fp32", *precisions]}
     missing = [p for p, hits in found.items() if not hits]

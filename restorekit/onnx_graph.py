@@ -1,7 +1,9 @@
 """Small, torch-free edits of ONNX graphs shared by FP16 planning and INT8 calibration:
-unique node names, topological order, removing orphaned nodes."""
+unique node names, topological order, removing orphaned nodes, nodes placed after producers."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 import onnx
 
@@ -40,6 +42,23 @@ def topological_sort(model: onnx.ModelProto) -> None:
             raise ValueError(f"graph cannot be ordered: inputs never produced {missing}")
         pending = rest
     _replace_nodes(model, ordered)
+
+
+def after_producers(
+    graph_inputs: Iterable[str],
+    nodes: Iterable[onnx.NodeProto],
+    wanted: Iterable[str],
+    extra: Callable[[str], list[onnx.NodeProto]],
+) -> list[onnx.NodeProto]:
+    """``nodes`` with ``extra(name)`` right after the producer of each ``wanted`` tensor (wanted
+    graph inputs: first). Run in graph order, the extra nodes let each tensor go as early as the
+    original graph does."""
+    wanted = set(wanted)
+    placed = [e for name in graph_inputs if name in wanted for e in extra(name)]
+    for node in nodes:
+        placed.append(node)
+        placed += [e for name in node.output if name in wanted for e in extra(name)]
+    return placed
 
 
 def prune(model: onnx.ModelProto) -> None:

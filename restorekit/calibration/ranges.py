@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from restorekit.errors import require
+from restorekit.onnx_graph import after_producers
 
 # |output| <= max |float input|: values moved, selected, or shrunk towards zero.
 NOT_GROWING = {
@@ -144,11 +145,7 @@ def statistics_graph(
                                          keepdims=0))  # fmt: skip
         return made
 
-    nodes: list[onnx.NodeProto] = [r for i in graph.input if i.name in index
-                                   for r in reductions(i.name)]  # fmt: skip
-    for node in model.graph.node:
-        nodes.append(node)
-        nodes += [r for name in node.output if name in index for r in reductions(name)]
+    nodes = after_producers([i.name for i in graph.input], model.graph.node, index, reductions)
     del graph.node[:]
     graph.node.extend(nodes)
     graph.output.extend(helper.make_tensor_value_info(f"__stat{i}_{k}", TensorProto.FLOAT, [])

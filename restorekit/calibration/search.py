@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 
 from restorekit.calibration.ranges import cpu_session, float_tensors
 from restorekit.metrics import Agreement
-from restorekit.onnx_graph import prune
+from restorekit.onnx_graph import after_producers, prune
 
 
 @dataclass
@@ -46,9 +46,9 @@ def comparison_graph(
     The nodes are interleaved: each statistic follows the candidate's producer, preceded by just
     the reference nodes its copy of the tensor needs (the two graphs may order their branches
     differently; placing the reference by index instead held 378 of its tensors at once for
-    MPRNet-deblur). With ONNX Runtime's
-    priority-based (graph) order both tensors are freed about as early as in one forward pass,
-    so memory stays near that of the two forwards, not of every compared activation.
+    MPRNet-deblur). With ONNX Runtime's priority-based (graph) order both tensors are freed about
+    as early as in one forward pass, so memory stays near that of the two forwards, not of every
+    compared activation.
     """
     input_name = reference.graph.input[0].name
     ref = onnx.compose.add_prefix(reference, "ref/", rename_inputs=False, rename_outputs=True)
@@ -90,10 +90,8 @@ def comparison_graph(
 
     out = onnx.ModelProto()
     out.CopyFrom(candidate)
-    nodes = [r for i in out.graph.input if i.name in index for r in statistics(i.name)]
-    for node in _unique_dequantize(list(candidate.graph.node)):
-        nodes.append(node)
-        nodes += [r for name in node.output if name in index for r in statistics(name)]
+    nodes = after_producers([i.name for i in out.graph.input],
+                            _unique_dequantize(list(candidate.graph.node)), index, statistics)  # fmt: skip
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     out.graph.initializer.extend(ref.graph.initializer)

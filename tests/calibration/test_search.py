@@ -31,53 +31,56 @@ def _model(nodes, inits) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
+def _weights(rng, *shapes, scale: float) -> dict:
+    weights = {
+        f"w{k}": rng.standard_normal(shape).astype(np.float32) for k, shape in enumerate(shapes)
+    }
+    return weights | {"s": np.float32(scale), "z": np.int8(0)}
+
+
+def _fake_quant(tensor: str, tag: str) -> list[onnx.NodeProto]:
+    """int8 Q/DQ of ``tensor`` into ``<tensor>dq``."""
+    return [
+        helper.make_node("QuantizeLinear", [tensor, "s", "z"], [f"{tensor}q"], name=f"q{tag}"),
+        helper.make_node("DequantizeLinear", [f"{tensor}q", "s", "z"], [f"{tensor}dq"], name=f"dq{tag}"),
+    ]  # fmt: skip
+
+
+def _conv(source: str, weight: str, out: str) -> onnx.NodeProto:
+    return helper.make_node("Conv", [source, weight], [out], name=f"conv_{out}", pads=[1, 1, 1, 1])
+
+
 def _pair() -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """Conv -> Relu -> Conv, and the same with int8 fake quantization of both convolutions' input."""
-    rng = np.random.default_rng(1)
-    inits = {
-        "w1": rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
-        "w2": rng.standard_normal((2, 4, 3, 3)).astype(np.float32),
-        "s": np.float32(0.02),
-        "z": np.int8(0),
-    }
-
-    def chain(quantize: bool) -> list[onnx.NodeProto]:
-        nodes, first, second = [], "input", "r"
-        if quantize:
-            nodes += [
-                helper.make_node("QuantizeLinear", ["input", "s", "z"], ["iq"], name="q1"),
-                helper.make_node("DequantizeLinear", ["iq", "s", "z"], ["idq"], name="dq1"),
-                helper.make_node("QuantizeLinear", ["r", "s", "z"], ["rq"], name="q2"),
-                helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["rdq"], name="dq2"),
-            ]
-            first, second = "idq", "rdq"
-        return [
-            nodes[0] if quantize else None,
-            nodes[1] if quantize else None,
-            helper.make_node("Conv", [first, "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["a"], ["r"], name="relu"),
-            *(nodes[2:] if quantize else []),
-            helper.make_node("Conv", [second, "w2"], ["output"], name="conv2", pads=[1, 1, 1, 1]),
-        ]
-
-    fp32 = _model([n for n in chain(False) if n is not None], inits)
-    qdq = _model([n for n in chain(True) if n is not None], inits)
+    inits = _weights(np.random.default_rng(1), (4, 2, 3, 3), (2, 4, 3, 3), scale=0.02)
+    relu = helper.make_node("Relu", ["a"], ["r"], name="relu")
+    fp32 = _model([_conv("input", "w0", "a"), relu, _conv("r", "w1", "output")], inits)
+    qdq = _model(
+        [*_fake_quant("input", "1"), _conv("inputdq", "w0", "a"), relu,
+         *_fake_quant("r", "2"), _conv("rdq", "w1", "output")],
+        inits,
+    )  # fmt: skip
     return fp32, qdq
+
+
+def _assert_equals_numpy(fp32, qdq, names, tiles, got) -> list[float]:
+    """``got`` (in-graph PSNR per name) against both graphs' tensors exposed whole, in numpy."""
+    ref = session_exposing(fp32, names, None).run(names, {"input": tiles})
+    out = session_exposing(qdq, names, None).run(names, {"input": tiles})
+    wanted = []
+    for name, r, q in zip(names, ref, out, strict=True):
+        peak = float(np.abs(r).max())
+        wanted.append(psnr(q / peak, r / peak))
+        assert abs(got[name] - wanted[-1]) < 1e-3, (name, got[name], wanted[-1])
+    return wanted
 
 
 def test_in_graph_psnr_equals_the_exposed_tensors_compared_with_numpy():
     fp32, qdq = _pair()
     names = ["a", "r", "output"]
-    rng = np.random.default_rng(0)
-    tiles = rng.uniform(-1, 1, (3, 2, 6, 6)).astype(np.float32)
-    got = tensor_psnr(fp32, qdq, names, tiles)
-    ref = session_exposing(fp32, names, None).run(names, {"input": tiles})
-    out = session_exposing(qdq, names, None).run(names, {"input": tiles})
-    for name, r, q in zip(names, ref, out, strict=True):
-        peak = float(np.abs(r).max())
-        want = psnr(q / peak, r / peak)
-        assert math.isfinite(want) and 10 < want < 80, (name, want)  # a real, finite difference
-        assert abs(got[name] - want) < 1e-3, (name, got[name], want)
+    tiles = np.random.default_rng(0).uniform(-1, 1, (3, 2, 6, 6)).astype(np.float32)
+    wanted = _assert_equals_numpy(fp32, qdq, names, tiles, tensor_psnr(fp32, qdq, names, tiles))
+    assert all(math.isfinite(w) and 10 < w < 80 for w in wanted), wanted  # real differences
 
 
 def test_identical_tensors_score_200_db():
@@ -89,41 +92,21 @@ def test_identical_tensors_score_200_db():
 def test_a_shared_dequantize_is_copied_per_consumer_and_scores_stay_exact():
     # ONNX Runtime would add those copies itself, as nodes that run last (see _unique_dequantize).
     rng = np.random.default_rng(2)
-    inits = {
-        "wa": rng.standard_normal((2, 2, 3, 3)).astype(np.float32),
-        "wb": rng.standard_normal((2, 2, 3, 3)).astype(np.float32),
-        "s": np.float32(0.01),
-        "z": np.int8(0),
-    }
+    inits = _weights(rng, (2, 2, 3, 3), (2, 2, 3, 3), scale=0.01)
 
     def branches(source: str) -> list[onnx.NodeProto]:
-        return [
-            helper.make_node("Conv", [source, "wa"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
-            helper.make_node("Conv", [source, "wb"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
-            helper.make_node("Add", ["a", "b"], ["output"], name="add"),
-        ]
+        add = helper.make_node("Add", ["a", "b"], ["output"], name="add")
+        return [_conv(source, "w0", "a"), _conv(source, "w1", "b"), add]
 
     fp32 = _model(branches("input"), inits)
-    qdq = _model(
-        [
-            helper.make_node("QuantizeLinear", ["input", "s", "z"], ["iq"], name="q"),
-            helper.make_node("DequantizeLinear", ["iq", "s", "z"], ["idq"], name="dq"),
-            *branches("idq"),
-        ],
-        inits,
-    )
+    qdq = _model([*_fake_quant("input", ""), *branches("inputdq")], inits)
     names = ["a", "b", "output"]
     merged = comparison_graph(fp32, qdq, names)
     dq_outputs = {n.output[0] for n in merged.graph.node if n.op_type == "DequantizeLinear"}
     consumers = [i for n in merged.graph.node for i in n.input if i in dq_outputs]
     assert len(dq_outputs) == 2 and sorted(consumers) == sorted(dq_outputs)
     tiles = rng.uniform(-1, 1, (2, 2, 6, 6)).astype(np.float32)
-    got = tensor_psnr(fp32, qdq, names, tiles)
-    ref = session_exposing(fp32, names, None).run(names, {"input": tiles})
-    out = session_exposing(qdq, names, None).run(names, {"input": tiles})
-    for name, r, q in zip(names, ref, out, strict=True):
-        peak = float(np.abs(r).max())
-        assert abs(got[name] - psnr(q / peak, r / peak)) < 1e-3, name
+    _assert_equals_numpy(fp32, qdq, names, tiles, tensor_psnr(fp32, qdq, names, tiles))
 
 
 def test_layers_on_integer_tensors_rank_last_instead_of_failing():
@@ -137,8 +120,8 @@ def test_layers_on_integer_tensors_rank_last_instead_of_failing():
         ])  # fmt: skip
         model.graph.output.append(helper.make_tensor_value_info("dims", TensorProto.INT64, None))
     tiles = np.random.default_rng(0).uniform(-1, 1, (2, 2, 6, 6)).astype(np.float32)
-    scores = layer_sensitivity(fp32, qdq, ["conv2", "dims"], tiles)
-    assert scores["dims"] == NO_NOISE_DB < scores["conv2"]
+    scores = layer_sensitivity(fp32, qdq, ["conv_output", "dims"], tiles)
+    assert scores["dims"] == NO_NOISE_DB < scores["conv_output"]
 
 
 def test_layers_rank_by_the_noise_they_add_not_by_the_decibels_they_lose():
