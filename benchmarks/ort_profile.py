@@ -7,6 +7,7 @@ exported graph before measuring the change with ``benchmarks/precision.py``.
 
     python benchmarks/ort_profile.py out/mprnet.demo_dn_s25.fp32.256x256.onnx
     python benchmarks/ort_profile.py out/model.int8cpu.256x256.onnx --runs 10 --top 25
+    python benchmarks/ort_profile.py out/grl-t.demo_dn_s25.fp32.256x256.onnx --nodes 20
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from restorekit.export.verify import image_batch
 from restorekit.manifest import INPUT_NAME, read_manifest
 
 
-def profile(path: Path, runs: int, threads: int) -> tuple[dict[str, list[float]], list[float]]:
-    """Per node, its durations (µs) over the runs; and each run's total (µs)."""
+def profile(
+    path: Path, runs: int, threads: int
+) -> tuple[dict[str, list[float]], list[float], dict[str, str]]:
+    """Per node, its durations (µs) over the runs; each run's total (µs); per node, its shapes."""
     m = read_manifest(path)
     _, tiles = image_batch(sample_paths()[-1:], m.input, m.tile)
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,13 +44,25 @@ def profile(path: Path, runs: int, threads: int) -> tuple[dict[str, list[float]]
             session.run(None, {INPUT_NAME: tiles[:1]})
         events = json.loads(Path(session.end_profiling()).read_text())
     nodes: dict[str, list[float]] = defaultdict(list)
+    shapes: dict[str, str] = {}
     totals = [e["dur"] for e in events if e.get("name") == "model_run"][1:]
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             op = e["args"]["op_name"]
-            nodes[f"{op}\t{e['name'][: -len('_kernel_time')]}"].append(e["dur"])
+            key = f"{op}\t{e['name'][: -len('_kernel_time')]}"
+            nodes[key].append(e["dur"])
+            shapes[key] = _shapes(e["args"])
     # the warm-up's node events come first: keep the last `runs` of each node
-    return {k: v[-runs:] for k, v in nodes.items()}, totals
+    return {k: v[-runs:] for k, v in nodes.items()}, totals, shapes
+
+
+def _shapes(args: dict) -> str:
+    """``in (1,16,256,256) (16,16,3,3) -> out (1,16,256,256)`` from a profiler event's args."""
+
+    def dims(entries: list[dict]) -> str:
+        return " ".join("(" + ",".join(map(str, s)) + ")" for e in entries for s in e.values())
+
+    return f"{dims(args.get('input_type_shape', []))} -> {dims(args.get('output_type_shape', []))}"
 
 
 def main() -> None:
@@ -56,8 +71,9 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top", type=int, default=20, help="operator types to list")
+    p.add_argument("--nodes", type=int, default=0, help="also list the N slowest nodes")
     args = p.parse_args()
-    nodes, totals = profile(args.onnx, args.runs, args.threads)
+    nodes, totals, shapes = profile(args.onnx, args.runs, args.threads)
     by_op: dict[str, list[float]] = defaultdict(list)
     for key, durations in nodes.items():
         by_op[key.split("\t")[0]].append(statistics.median(durations))
@@ -69,6 +85,12 @@ def main() -> None:
     print(f"  {'operator':<28} {'nodes':>6} {'ms':>9} {'share':>6}")
     for op, times in sorted(by_op.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
         print(f"  {op:<28} {len(times):>6} {sum(times) / 1e3:>9.2f} {sum(times) / node_us:>6.1%}")
+    if args.nodes:
+        print(f"\n  slowest nodes: {'ms':>9} {'share':>6}  operator  node  shapes")
+        medians = {key: statistics.median(d) for key, d in nodes.items()}
+        for key, us in sorted(medians.items(), key=lambda kv: -kv[1])[: args.nodes]:
+            op, name = key.split("\t")
+            print(f"  {us / 1e3:>24.2f} {us / node_us:>6.1%}  {op}  {name}  {shapes[key]}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # ONNX Runtime's CPU provider has integer kernels for these (QLinear*): a graph quantized on all of
 # them runs integer from one convolution to the next instead of converting around each.
 # Not Softmax: attention weights in uint8 (steps of 1/255 of the largest) wrecked the demo PANet
-# (22.0 dB against FP32; 42.6 dB with Softmax in float) and gained no speed on NLRN or GRL.
+# (22.0 dB against FP32; 42.6 dB with Softmax in float) and gained no speed on NLRN or GRL. Its
+# neighbours must stay float too (slow_in_integer), or ONNX Runtime fuses a QLinearSoftmax anyway.
 # Not Resize: ONNX Runtime's integer Resize refused PANet's bicubic scales (PANet's pyramid is now
 # exported as matrix products; MPRNet's bilinear upsampling is run on integers by ONNX Runtime's
 # optimised graph anyway).
@@ -55,14 +56,19 @@ def quantizable_nodes(model: onnx.ModelProto, layout: str = "tensorrt") -> list[
     """Names of the nodes the layout computes in INT8.
 
     TensorRT layout: Conv/ConvTranspose/MatMul/Gemm with a constant weight. ONNX Runtime CPU
-    layout: also every operator with an integer kernel (:data:`ORT_CPU_OPS`).
+    layout: also every operator with an integer kernel (:data:`ORT_CPU_OPS`), except the nodes
+    whose integer kernel is slower (:func:`slow_in_integer`).
     """
     consts = {i.name for i in model.graph.initializer}
+    slow = set(slow_in_integer(model)) if layout == "ort-cpu" else set()
     return [
         n.name
         for n in model.graph.node
-        if (n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in consts)
-        or (layout == "ort-cpu" and n.op_type in ORT_CPU_OPS and n.op_type not in QUANTIZED_OPS)
+        if n.name not in slow
+        and (
+            (n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in consts)
+            or (layout == "ort-cpu" and n.op_type in ORT_CPU_OPS and n.op_type not in QUANTIZED_OPS)
+        )
     ]
 
 
@@ -142,7 +148,7 @@ def qdq_from_model(
                 per_channel=True,
                 op_types_to_quantize=list(QUANTIZED_OPS if trt else ORT_CPU_OPS),
                 nodes_to_quantize=[n for n in targets if n not in set(exclude)] if trt else None,
-                nodes_to_exclude=None if trt else list(exclude),
+                nodes_to_exclude=None if trt else [*exclude, *slow_in_integer(model)],
                 calibrate_method=methods[method],
                 extra_options={
                     "ActivationSymmetric": trt,
@@ -161,12 +167,32 @@ def qdq_from_model(
         result = onnx.load(str(dst))
     if trt:
         keep_float_for_other_consumers(result)
+    else:
+        widen_channel_broadcasts(result)
     return QdqResult(
         model=result,
         quantized_nodes=tuple(n for n in targets if n not in set(exclude)),
         excluded=tuple(n for n in targets if n in set(exclude)),
         activation_amax=activation_amax(result) if trt else {},
     )
+
+
+def slow_in_integer(model: onnx.ModelProto) -> list[str]:
+    """Nodes the ONNX Runtime CPU layout keeps in float because its integer kernels are slower.
+
+    * MatMul of two activations (attention's ``q @ k^T`` and ``p @ v``): quantized, they also
+      put a Q/DQ pair around the Softmax between them, which ONNX Runtime then fuses into a
+      QLinearSoftmax that took 98 ms of the demo GRL's 480 ms (float Softmax: 25 ms);
+    * grouped convolutions (PANet's patch extraction and pasting, constant 0/1 kernels): 7 ms as
+      QLinearConv in the demo PANet, against well under 1 ms in float.
+    """
+    consts = {i.name for i in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if (n.op_type == "MatMul" and n.input[1] not in consts)
+        or (n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute))
+    ]
 
 
 def _write_min_max(path: Path, model: onnx.ModelProto, calibration: CalibrationSet) -> None:
@@ -203,6 +229,70 @@ def _quiet():
             yield
     finally:
         root.setLevel(level)
+
+
+def widen_channel_broadcasts(model: onnx.ModelProto) -> int:
+    """Widen the per-channel factor of each quantized ``x * a`` (``x`` (N, C, H, W), ``a``
+    (N, C, 1, 1)) to a row, (N, C, 1, W); returns how many were widened.
+
+    ONNX Runtime runs its integer graph channels-last, where a (1, 1, 1, C) factor makes
+    QLinearMul broadcast over spans of only C values: the channel-attention products of the demo
+    MPRNet took 30 ms of 132 ms, more than its convolutions per node. With the factor one row wide
+    the spans are W x C long (8 ms). The widened factor is an ``Expand`` of the dequantized factor,
+    quantized again with the same scale and zero point, so the integers the product reads, and so
+    the output, are exactly the same.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {
+        v.name: [
+            d.dim_value if d.HasField("dim_value") else d.dim_param
+            for d in v.type.tensor_type.shape.dim
+        ]
+        for v in [*inferred.value_info, *inferred.input, *inferred.output]
+    }
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    nodes, widened = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Mul" and len(node.input) == 2:
+            for k in (0, 1):
+                x, a = shapes.get(node.input[1 - k]), shapes.get(node.input[k])
+                dq = producers.get(node.input[k])
+                if (
+                    dq is None
+                    or dq.op_type != "DequantizeLinear"
+                    or dq.input[0] in inits  # a constant factor: not a channel attention
+                    or not x
+                    or len(x) != 4
+                    or a != [x[0], x[1], 1, 1]  # the batch may be symbolic, C is not
+                    or not isinstance(x[1], int)
+                    or not isinstance(x[3], int)
+                    or x[3] <= 1
+                ):
+                    continue
+                # Expand broadcasts: a 1 keeps the factor's own batch.
+                row = f"{node.name}/row_shape"
+                model.graph.initializer.append(
+                    onnx.numpy_helper.from_array(np.array([1, x[1], 1, x[3]], np.int64), row)
+                )
+                wide = f"{node.input[k]}/row"
+                qdq_args = list(dq.input[1:])
+                nodes += [
+                    onnx.helper.make_node("Expand", [node.input[k], row], [wide], f"{wide}/Expand"),
+                    onnx.helper.make_node(
+                        "QuantizeLinear", [wide, *qdq_args], [f"{wide}/q"], f"{wide}/Q"
+                    ),
+                    onnx.helper.make_node(
+                        "DequantizeLinear", [f"{wide}/q", *qdq_args], [f"{wide}/dq"], f"{wide}/DQ"
+                    ),
+                ]
+                node.input[k] = f"{wide}/dq"
+                widened += 1
+                break
+        nodes.append(node)
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+    return widened
 
 
 def keep_float_for_other_consumers(model: onnx.ModelProto) -> None:

@@ -174,8 +174,9 @@ def test_unreachable_target_stops_with_what_the_search_reached(tmp_path):
     assert report["int8"]["target_met"] is False
 
 
-def test_ort_cpu_layout_runs_integer_between_convolutions(int8):
-    """The ONNX Runtime CPU layout: uint8 activations, Conv outputs and the ops between quantized."""
+@pytest.fixture(scope="module")
+def ort_cpu(int8):
+    """The FP32 graph of ``int8``, its calibration tiles and its ONNX Runtime CPU layout."""
     from restorekit.calibration.feeds import feeds_from_images
     from restorekit.calibration.qdq import qdq_from_model
     from restorekit.data import sample_paths
@@ -184,7 +185,14 @@ def test_ort_cpu_layout_runs_integer_between_convolutions(int8):
     fp32 = onnx.load(str(int8.fp32.onnx_path))
     name_nodes(fp32)
     calibration = feeds_from_images(sample_paths(), int8.fp32.manifest, 4)
-    result = qdq_from_model(fp32, calibration, "minmax", layout="ort-cpu")
+    return fp32, calibration, qdq_from_model(fp32, calibration, "minmax", layout="ort-cpu")
+
+
+def test_ort_cpu_layout_runs_integer_between_convolutions(int8, ort_cpu):
+    """The ONNX Runtime CPU layout: uint8 activations, Conv outputs and the ops between quantized."""
+    from restorekit.calibration.qdq import qdq_from_model
+
+    fp32, calibration, result = ort_cpu
     model = result.model
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     consumers = {}
@@ -203,6 +211,89 @@ def test_ort_cpu_layout_runs_integer_between_convolutions(int8):
     assert np.isfinite(got).all() and psnr(got, ref) > 25.0
     with pytest.raises(RestoreKitError, match="unknown INT8 layout"):
         qdq_from_model(fp32, calibration, "minmax", layout="gpu")
+
+
+def test_ort_cpu_layout_widens_channel_attention_factors_exactly(ort_cpu):
+    """Each channel-attention product reads its (N, C, 1, 1) factor expanded to one row, and the
+    output is exactly that of the graph reading the factor itself."""
+    model = ort_cpu[2].model
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    attention = [n for n in model.graph.node if n.op_type == "Mul"
+                 and any(producers[i].op_type == "DequantizeLinear"
+                         and producers[producers[i].input[0]].op_type == "QuantizeLinear"
+                         and producers[producers[producers[i].input[0]].input[0]].op_type == "Expand"
+                         for i in n.input)]  # fmt: skip
+    # TINY MPRNet.derain: one channel attention per CAB (2 per ORB/encoder level) and in the SAMs
+    assert len(attention) >= 10
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in onnx.shape_inference.infer_shapes(model).graph.value_info}  # fmt: skip
+    unwidened = onnx.ModelProto()
+    unwidened.CopyFrom(model)
+    for node in unwidened.graph.node:
+        if node.op_type != "Mul":
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = (
+                producers.get(dq.input[0])
+                if dq is not None and dq.op_type == "DequantizeLinear"
+                else None
+            )
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in producers \
+                    and producers[q.input[0]].op_type == "Expand":  # fmt: skip
+                expand = producers[q.input[0]]
+                _, c, _, w = shapes[node.input[1 - k]]  # the product's other operand, (N, C, H, W)
+                assert list(inits[expand.input[1]]) == [1, c, 1, w] and w > 1
+                node.input[k] = expand.input[0]  # the dequantized (N, C, 1, 1) factor
+    x = np.random.default_rng(7).random((2, 3, 32, 32), dtype=np.float32)
+    widened_out, plain_out = _run(model, x), _run(unwidened, x)
+    assert np.array_equal(widened_out, plain_out)
+
+
+def test_ort_cpu_layout_keeps_attention_products_and_grouped_convs_in_float(tmp_path):
+    """Attention (q @ k^T, Softmax, p @ v) and grouped convolutions stay float in the CPU layout,
+    so ONNX Runtime's optimiser finds no QLinearSoftmax / QLinearMatMul to fuse, while the
+    ordinary convolution still runs as QLinearConv."""
+    from restorekit.calibration.feeds import CalibrationSet
+    from restorekit.calibration.qdq import qdq_from_model
+
+    rng = np.random.default_rng(3)
+    w = lambda *shape: numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32))  # noqa: E731
+    inits = [w(8, 3, 3, 3), w(8, 1, 3, 3), numpy_helper.from_array(np.array([1, 8, 16], np.int64))]
+    for init, name in zip(inits, ["w", "wg", "shape"], strict=True):
+        init.name = name
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node(
+                "Conv", ["c", "wg"], ["g"], name="grouped", group=8, pads=[1, 1, 1, 1]
+            ),
+            helper.make_node("Reshape", ["g", "shape"], ["t"], name="tokens"),  # (1, 8, 16)
+            helper.make_node("Transpose", ["t"], ["tt"], name="tt", perm=[0, 2, 1]),
+            helper.make_node("MatMul", ["tt", "t"], ["logits"], name="qk"),  # (1, 16, 16)
+            helper.make_node("Softmax", ["logits"], ["p"], name="softmax", axis=-1),
+            helper.make_node("MatMul", ["t", "p"], ["output"], name="pv"),  # (1, 8, 16)
+        ],
+        "attention",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert quantizable_nodes(model, "ort-cpu") == ["conv", "tokens", "tt"]
+    tiles = rng.random((4, 3, 4, 4), dtype=np.float32)
+    calibration = CalibrationSet(tiles=tiles, fingerprint="test", source="test", images=4)
+    qdq = qdq_from_model(model, calibration, "minmax", layout="ort-cpu").model
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+    assert "QLinearConv" in ops
+    assert not ops & {"QLinearSoftmax", "QLinearMatMul", "MatMulInteger"}, ops
+    ref, got = _run(model, tiles[:1]), _run(qdq, tiles[:1])
+    assert psnr(got, ref) > 30.0
 
 
 def test_ort_cpu_layout_keeps_softmax_in_float():

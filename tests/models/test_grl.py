@@ -270,6 +270,21 @@ def test_attention_equals_literal_formulation(size, block_index) -> None:
     assert (ours_s - ref_s).abs().max() <= 1e-5, _report(ours_s, ref_s)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_qkv_halves_equal_splitting_the_whole_projection(bias) -> None:
+    from restorekit.models.grl.attention import QKVProjection
+
+    torch.manual_seed(1)
+    proj = QKVProjection(16, qkv_bias=bias).eval()
+    x = torch.randn(2, 48, 16)
+    with torch.no_grad():
+        window, stripe = proj.halves(x)
+        ref_window, ref_stripe = torch.split(proj(x), 24, dim=-1)
+    assert window.shape == stripe.shape == (2, 48, 24)
+    torch.testing.assert_close(window, ref_window, rtol=0, atol=1e-6)
+    torch.testing.assert_close(stripe, ref_stripe, rtol=0, atol=1e-6)
+
+
 def test_block_types_follow_official_schedule() -> None:
     blocks = _tiny_model().layers[0].blocks
     assert [b.window_shift for b in blocks] == [True, False, True, False]
