@@ -3,7 +3,7 @@
 Symmetric int8; per-channel weights; per-tensor activations; QuantizeLinear/DequantizeLinear on the
 inputs of Conv / ConvTranspose / MatMul / Gemm; everything else stays in floating point. Scales come
 from calibration on real tiles (entropy, min-max or percentile), done by ONNX Runtime's static
-quantizer. Nodes named in ``exclude`` stay out of INT8 (the sensitivity search uses this).
+quantizer; min-max ranges are measured inside the graph first (``_write_min_max``). Nodes named in ``exclude`` stay out of INT8 (the sensitivity search uses this).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def qdq_from_model(
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
         cache = {}
-        own_min_max = not trt and method == "minmax"  # see _write_min_max
+        own_min_max = method == "minmax"  # see _write_min_max
         if (ranges_file or own_min_max) and "calibration_cache_path" in _parameters(
             q.quantize_static
         ):

@@ -152,6 +152,30 @@ def test_int8_accuracy_manifest_and_cache(int8):
             assert cache.scales[n.input[0]] == pytest.approx(float(inits[n.input[1]]), rel=1e-6)
 
 
+def test_tensorrt_min_max_scales_are_the_calibration_tiles_max_abs(int8, ort_cpu):
+    """Min-max ranges are measured inside the graph for the TensorRT layout too; each activation
+    scale is the largest |value| of its tensor over the calibration tiles / 127, computed here
+    from the tensors exposed whole and reduced with numpy."""
+    from restorekit.calibration.qdq import qdq_from_model
+    from restorekit.calibration.ranges import session_exposing
+
+    fp32, calibration, _ = ort_cpu
+    model = qdq_from_model(fp32, calibration, "minmax").model
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    scales = {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+              if n.op_type == "QuantizeLinear" and n.input[0] not in inits}  # fmt: skip
+    assert len(scales) > 10
+    names = sorted(scales)
+    session = session_exposing(fp32, names, None)
+    amax = np.zeros(len(names))
+    for tile in calibration.batches(1):
+        got = session.run(names, {"input": tile})
+        amax = np.maximum(amax, [np.abs(t).max() for t in got])
+    for name, a in zip(names, amax, strict=True):
+        # float32 scale, computed by ONNX Runtime as 2 * amax / 254 in float32
+        assert scales[name] == pytest.approx(a / 127.0, rel=1e-5), name
+
+
 def test_taking_every_layer_out_of_int8_gives_fp32_back(int8):
     qdq, fp32 = onnx.load(str(int8.onnx_path)), onnx.load(str(int8.fp32.onnx_path))
     convs = [n.name for n in qdq.graph.node if n.op_type == "Conv"]
