@@ -39,24 +39,35 @@ class Positions:
     keys: int
 
 
-def window_partition(
-    x: torch.Tensor, window: Sequence[int], size: Sequence[int], channels: int
+def partition_heads(
+    x: torch.Tensor,
+    window: Sequence[int],
+    size: Sequence[int],
+    parts: int,
+    heads: int,
+    head_dim: int,
 ) -> torch.Tensor:
-    """(B, H, W, C) -> (B * windows, wh * ww, C), windows in row-major order."""
+    """(B, H, W, parts * heads * head_dim) -> (parts, B * windows, heads, wh * ww, head_dim).
+
+    Windows in row-major order, channels split as (parts, heads, head_dim): the official window
+    partition followed by its qkv/head permutation, as one transpose instead of two.
+    """
     h, w = size
     wh, ww = window
-    x = x.reshape(-1, h // wh, wh, w // ww, ww, channels).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, wh * ww, channels)
+    x = x.reshape(-1, h // wh, wh, w // ww, ww, parts, heads, head_dim)
+    x = x.permute(5, 0, 1, 3, 6, 2, 4, 7)  # (parts, B, rows, cols, heads, wh, ww, head_dim)
+    return x.reshape(parts, -1, heads, wh * ww, head_dim)
 
 
-def window_reverse(
-    windows: torch.Tensor, window: Sequence[int], size: Sequence[int], channels: int
-) -> torch.Tensor:
-    """(B * windows, wh * ww, C) -> (B, H, W, C), the inverse of :func:`window_partition`."""
+def merge_heads(x: torch.Tensor, window: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+    """(B * windows, heads, wh * ww, head_dim) -> (B, H, W, heads * head_dim), the inverse of
+    :func:`partition_heads` for one part (heads merged, windows put back), as one transpose."""
     h, w = size
     wh, ww = window
-    x = windows.reshape(-1, h // wh, w // ww, wh, ww, channels).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, channels)
+    heads, head_dim = int(x.shape[1]), int(x.shape[3])
+    x = x.reshape(-1, h // wh, w // ww, heads, wh, ww, head_dim)
+    x = x.permute(0, 1, 4, 2, 5, 3, 6)  # (B, rows, wh, cols, ww, heads, head_dim)
+    return x.reshape(-1, h, w, heads * head_dim)
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -112,12 +123,7 @@ class AffineTransform(nn.Module):
 
 
 def _attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    transform: AffineTransform,
-    pos: Positions,
-    merged_channels: int | None = None,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, transform: AffineTransform, pos: Positions
 ) -> torch.Tensor:
     # Cosine attention (Swin V2 style): scale * (normalised q . normalised k), plus bias and mask.
     # The per-head scale multiplies q's reciprocal norm, (heads, N1, 1) values, instead of the
@@ -125,10 +131,7 @@ def _attend(
     q = q * (transform.scale() / _norm(q))
     attn = q @ _normalize(k).transpose(-2, -1)
     attn = torch.softmax(transform(attn, pos), dim=-1)
-    x = attn @ v  # (B_, heads, N1, head_dim)
-    if merged_channels is not None:
-        x = x.transpose(1, 2).reshape(-1, pos.queries, merged_channels)
-    return x
+    return attn @ v  # (B_, heads, N1, head_dim)
 
 
 class WindowAttention(nn.Module):
@@ -151,11 +154,9 @@ class WindowAttention(nn.Module):
         s = self.shift_size
         if s:
             qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))
-        qkv = window_partition(qkv, self.window_size, x_size, 3 * c)
-        n = self.window_size[0] * self.window_size[1]
-        q, k, v = qkv.reshape(-1, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = _attend(q, k, v, self.attn_transform, pos, merged_channels=c)
-        x = window_reverse(x, self.window_size, x_size, c)
+        heads = self.num_heads
+        q, k, v = partition_heads(qkv, self.window_size, x_size, 3, heads, c // heads)
+        x = merge_heads(_attend(q, k, v, self.attn_transform, pos), self.window_size, x_size)
         if s:
             x = torch.roll(x, shifts=(s, s), dims=(1, 2))
         return x.reshape(-1, h * w, c)
@@ -205,16 +206,12 @@ class AnchorStripeAttention(nn.Module):
             shift = tuple(s // 2 for s in stripe)
             qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
             anchor = torch.roll(anchor, shifts=(-(shift[0] // df), -(shift[1] // df)), dims=(1, 2))
-        qkv = window_partition(qkv, stripe, x_size, 3 * c)
-        anchor = window_partition(anchor, anchor_stripe, (h // df, w // df), c)
-        n1, n2 = pos_w2a.queries, pos_w2a.keys
-        head_dim = c // self.num_heads
-        q, k, v = qkv.reshape(-1, n1, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        anchor = anchor.reshape(-1, n2, self.num_heads, head_dim).permute(0, 2, 1, 3)
+        heads = self.num_heads
+        q, k, v = partition_heads(qkv, stripe, x_size, 3, heads, c // heads)
+        anchor = partition_heads(anchor, anchor_stripe, (h // df, w // df), 1, heads, c // heads)[0]
         # anchor <- stripe (N2 x N1), then stripe <- anchor (N1 x N2): linear in the stripe length.
         x = _attend(anchor, k, v, self.attn_transform1, pos_a2w)
-        x = _attend(q, anchor, x, self.attn_transform2, pos_w2a, merged_channels=c)
-        x = window_reverse(x, stripe, x_size, c)
+        x = merge_heads(_attend(q, anchor, x, self.attn_transform2, pos_w2a), stripe, x_size)
         if self.stripe_shift:
             x = torch.roll(x, shifts=shift, dims=(1, 2))
         return x.reshape(-1, h * w, c)
