@@ -1,5 +1,6 @@
 """Small, torch-free edits of ONNX graphs shared by FP16 planning and INT8 calibration:
-unique node names, topological order, removing orphaned nodes, nodes placed after producers."""
+unique node names, topological order, removing orphaned nodes, nodes placed after producers,
+inferred tensor shapes."""
 
 from __future__ import annotations
 
@@ -59,6 +60,22 @@ def after_producers(
         placed.append(node)
         placed += [e for name in node.output if name in wanted for e in extra(name)]
     return placed
+
+
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | str]]]:
+    """Element type and shape of every tensor shape inference reaches (graph inputs, node
+    outputs, graph outputs); an unknown dimension is its symbolic name ("" if unnamed)."""
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    return {
+        v.name: (
+            v.type.tensor_type.elem_type,
+            [
+                d.dim_value if d.HasField("dim_value") else d.dim_param
+                for d in v.type.tensor_type.shape.dim
+            ],  # fmt: skip
+        )
+        for v in [*inferred.input, *inferred.value_info, *inferred.output]
+    }
 
 
 def prune(model: onnx.ModelProto) -> None:

@@ -3,7 +3,8 @@
 Symmetric int8; per-channel weights; per-tensor activations; QuantizeLinear/DequantizeLinear on the
 inputs of Conv / ConvTranspose / MatMul / Gemm; everything else stays in floating point. Scales come
 from calibration on real tiles (entropy, min-max or percentile), done by ONNX Runtime's static
-quantizer; min-max ranges are measured inside the graph first (``_write_min_max``). Nodes named in ``exclude`` stay out of INT8 (the sensitivity search uses this).
+quantizer; min-max ranges are measured inside the graph first (``_write_min_max``). Nodes named
+in ``exclude`` stay out of INT8 (the sensitivity search uses this).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from restorekit.calibration.feeds import CalibrationSet
 from restorekit.calibration.ranges import tensor_min_max
 from restorekit.errors import RestoreKitError, require
 from restorekit.manifest import INPUT_NAME, INT8_LAYOUTS
+from restorekit.onnx_graph import tensor_shapes
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # ONNX Runtime's CPU provider has integer kernels for these (QLinear*): a graph quantized on all of
@@ -242,14 +244,7 @@ def widen_channel_broadcasts(model: onnx.ModelProto) -> int:
     quantized again with the same scale and zero point, so the integers the product reads, and so
     the output, are exactly the same.
     """
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    shapes = {
-        v.name: [
-            d.dim_value if d.HasField("dim_value") else d.dim_param
-            for d in v.type.tensor_type.shape.dim
-        ]
-        for v in [*inferred.value_info, *inferred.input, *inferred.output]
-    }
+    shapes = {name: dims for name, (_, dims) in tensor_shapes(model).items()}
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name for i in model.graph.initializer}
     nodes, widened = [], 0

@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from restorekit.errors import require
-from restorekit.onnx_graph import after_producers
+from restorekit.onnx_graph import after_producers, tensor_shapes
 
 # |output| <= max |float input|: values moved, selected, or shrunk towards zero.
 NOT_GROWING = {
@@ -46,16 +46,12 @@ class TensorRange:
 
 def float_tensors(model: onnx.ModelProto) -> dict[str, int]:
     """Float32 node outputs of the main graph and their element count per sample (batch 1)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    sizes: dict[str, int] = {}
-    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
-        t = info.type.tensor_type
-        if t.elem_type != TensorProto.FLOAT:
-            continue
-        dims = [d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim]
-        sizes[info.name] = int(np.prod(dims)) if dims else 1
     produced = {o for n in model.graph.node for o in n.output}
-    return {k: v for k, v in sizes.items() if k in produced}
+    return {
+        name: int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in dims]))
+        for name, (elem_type, dims) in tensor_shapes(model).items()
+        if elem_type == TensorProto.FLOAT and name in produced
+    }
 
 
 def chunk_by_budget(sizes: dict[str, int], batch: int, budget_bytes: int) -> list[list[str]]:

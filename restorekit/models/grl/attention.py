@@ -59,12 +59,13 @@ def partition_heads(
     return x.reshape(parts, -1, heads, wh * ww, head_dim)
 
 
-def merge_heads(x: torch.Tensor, window: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+def merge_heads(
+    x: torch.Tensor, window: Sequence[int], size: Sequence[int], heads: int, head_dim: int
+) -> torch.Tensor:
     """(B * windows, heads, wh * ww, head_dim) -> (B, H, W, heads * head_dim), the inverse of
     :func:`partition_heads` for one part (heads merged, windows put back), as one transpose."""
     h, w = size
     wh, ww = window
-    heads, head_dim = int(x.shape[1]), int(x.shape[3])
     x = x.reshape(-1, h // wh, w // ww, heads, wh, ww, head_dim)
     x = x.permute(0, 1, 4, 2, 5, 3, 6)  # (B, rows, wh, cols, ww, heads, head_dim)
     return x.reshape(-1, h, w, heads * head_dim)
@@ -154,9 +155,10 @@ class WindowAttention(nn.Module):
         s = self.shift_size
         if s:
             qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))
-        heads = self.num_heads
-        q, k, v = partition_heads(qkv, self.window_size, x_size, 3, heads, c // heads)
-        x = merge_heads(_attend(q, k, v, self.attn_transform, pos), self.window_size, x_size)
+        heads, head_dim = self.num_heads, c // self.num_heads
+        q, k, v = partition_heads(qkv, self.window_size, x_size, 3, heads, head_dim)
+        x = _attend(q, k, v, self.attn_transform, pos)
+        x = merge_heads(x, self.window_size, x_size, heads, head_dim)
         if s:
             x = torch.roll(x, shifts=(s, s), dims=(1, 2))
         return x.reshape(-1, h * w, c)
@@ -206,12 +208,13 @@ class AnchorStripeAttention(nn.Module):
             shift = tuple(s // 2 for s in stripe)
             qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
             anchor = torch.roll(anchor, shifts=(-(shift[0] // df), -(shift[1] // df)), dims=(1, 2))
-        heads = self.num_heads
-        q, k, v = partition_heads(qkv, stripe, x_size, 3, heads, c // heads)
-        anchor = partition_heads(anchor, anchor_stripe, (h // df, w // df), 1, heads, c // heads)[0]
+        heads, head_dim = self.num_heads, c // self.num_heads
+        q, k, v = partition_heads(qkv, stripe, x_size, 3, heads, head_dim)
+        anchor = partition_heads(anchor, anchor_stripe, (h // df, w // df), 1, heads, head_dim)[0]
         # anchor <- stripe (N2 x N1), then stripe <- anchor (N1 x N2): linear in the stripe length.
         x = _attend(anchor, k, v, self.attn_transform1, pos_a2w)
-        x = merge_heads(_attend(q, anchor, x, self.attn_transform2, pos_w2a), stripe, x_size)
+        x = _attend(q, anchor, x, self.attn_transform2, pos_w2a)
+        x = merge_heads(x, stripe, x_size, heads, head_dim)
         if self.stripe_shift:
             x = torch.roll(x, shifts=shift, dims=(1, 2))
         return x.reshape(-1, h * w, c)
