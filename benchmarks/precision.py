@@ -25,15 +25,13 @@ best steady state; ``--malloc-default`` shows what a default process sees.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import re
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import keep_freed_memory, median_seconds
 
 from restorekit.data import sample_paths
 from restorekit.errors import VerificationError
@@ -61,36 +59,6 @@ LABELS = {
     "int8": "onnx int8 (TensorRT layout)",
     "int8cpu": "onnx int8 (ORT CPU layout)",
 }
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory in the process instead of returning it to the system.
-
-    By default glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh pages and
-    unmaps them when freed, so every PyTorch eager run pays page faults on its big tensors again;
-    the threshold also moves with what the process freed before. Measured in fresh processes
-    (``median of 7``, 256x256): the demo GRL's eager forward took 590 ms that way and 313 ms with
-    freed memory kept, and which of the two a benchmark saw depended on what ran before it in the
-    process. ONNX Runtime keeps its own arena and is not affected. Keeping freed memory gives
-    PyTorch its best steady state, so the ratios compare against the fastest eager baseline.
-    Returns False where this is not glibc (the benchmark then says so).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold, never = -1, -3, 2**31 - 1
-        return bool(libc.mallopt(m_mmap_threshold, never) and libc.mallopt(m_trim_threshold, never))
-    except (OSError, AttributeError):
-        return False
-
-
-def median_seconds(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def task_psnr(name: str, graph: str | bytes, crop: int, threads: int) -> float:

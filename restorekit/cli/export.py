@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.engine:
             print("\n".join(engine_or_command(result.onnx_path)))
         elif cpu_int8:
-            print(f"next: restore-run {result.onnx_path.name} IMAGES... -o OUT "
+            slow = result.cpu_speed is not None and not result.cpu_speed.worth_it
+            chosen = result.fp32 if slow else result.main  # the faster graph on this CPU
+            print(f"next: restore-run {chosen.onnx_path.name} IMAGES... -o OUT "
                   "(ONNX Runtime on a CPU)")  # fmt: skip
         else:
             print(f"next: on the target GPU, {build_command(result.onnx_path.name)}")

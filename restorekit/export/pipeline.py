@@ -22,6 +22,7 @@ from restorekit import __version__
 from restorekit.data import sample_paths
 from restorekit.errors import ExportError, VerificationError
 from restorekit.export.compare import OrtSession
+from restorekit.export.cpu_speed import CpuSpeed, cpu_speed
 from restorekit.export.simplify import (
     check_graph,
     compact_graph,
@@ -133,6 +134,7 @@ class ExportResult:
     nodes_before: int
     built: BuiltModel
     notes: tuple[str, ...] = ()
+    cpu_speed: CpuSpeed | None = None  # INT8 CPU layout: both graphs timed on this CPU
 
     @property
     def main(self) -> Artifact:
@@ -275,12 +277,14 @@ def export_model(
     base = _base_manifest(ref, built, options, static_tile, report)
     fp32 = _write_artifact(candidate, out_dir / name, base, report)
 
-    lowered = None
+    lowered, speed = None, None
     if options.precision != "fp32":
-        lowered = _export_lowered(
+        lowered, speed = _export_lowered(
             options, ref, built, candidate, fp32, refs[0], doc, report_path, stage
         )
-    return ExportResult(fp32, lowered, report_path, len(traced.graph.node), built, tuple(notes))
+    return ExportResult(
+        fp32, lowered, report_path, len(traced.graph.node), built, tuple(notes), speed
+    )
 
 
 def _export_lowered(
@@ -293,7 +297,8 @@ def _export_lowered(
     doc: dict[str, Any],
     report_path: Path,
     stage: Callable[[str], None],
-) -> Artifact:
+) -> tuple[Artifact, CpuSpeed | None]:
+    """The verified FP16/INT8 artifact; for the INT8 CPU layout also its speed against FP32."""
     # Imported here: calibration pulls in ONNX Runtime's quantization tools, unused for FP32.
     from restorekit.calibration.cache import write_cache
     from restorekit.calibration.feeds import feeds_from_images
@@ -334,6 +339,12 @@ def _export_lowered(
                         "tiles": calibration.count, "fingerprint": calibration.fingerprint},
         **lowered.details,
     }  # fmt: skip
+    speed = None
+    if report.passed and lowered.plan.layout == "ort-cpu":
+        say("timing FP32 and INT8 on this CPU")
+        speed = cpu_speed(fp32_model.SerializeToString(), lowered.model.SerializeToString(),
+                          refs.inputs[:1])  # fmt: skip
+        doc[precision]["cpu_speed"] = speed.to_dict()
     _write_report(report_path, doc)
     if not report.passed:
         w = report.worst
@@ -354,7 +365,7 @@ def _export_lowered(
     if lowered.cache is not None:
         write_cache(report_path.parent / f"{artifact_stem(ref.name, precision, tile)}.calib.cache",
                     lowered.cache)  # fmt: skip
-    return artifact
+    return artifact, speed
 
 
 def _raise_fp32_failure(ref, report, tile, shapes, limit, dynamic, report_path) -> None:
@@ -453,6 +464,8 @@ def export_summary(result: ExportResult) -> Sequence[str]:
             f"{psnr:>8} {w.ssim:>7.5f} {w.max_abs:>9.2e} {kept:>7}"
         )
     lines.append(f"(figures vs PyTorch FP32; report {result.report_path})")
+    if result.cpu_speed and result.lowered:
+        lines += result.cpu_speed.lines(result.fp32.onnx_path.name, result.lowered.onnx_path.name)
     if result.built.random:
         lines.append(
             f"NOTE: {result.manifest.model} was exported with RANDOM weights "

@@ -86,9 +86,15 @@ def test_int8_layout_misuse_is_a_user_error(args, message, tmp_path):
     assert not list(tmp_path.glob("*.onnx"))
 
 
-def test_int8_for_onnx_runtime_on_a_cpu(tmp_path, capsys):
-    """The CPU layout: its own file name, uint8 activations, no TensorRT cache, a restore-run hint."""
+@pytest.mark.parametrize("worth_it_below", [1e9, 0.0], ids=["int8-pays-off", "int8-does-not"])
+def test_int8_for_onnx_runtime_on_a_cpu(tmp_path, capsys, monkeypatch, worth_it_below):
+    """The CPU layout: its own file name, uint8 activations, no TensorRT cache, the speed verdict
+    and a restore-run hint naming the faster graph (the threshold forced both ways)."""
     import json
+
+    from restorekit.export import cpu_speed
+
+    monkeypatch.setattr(cpu_speed, "WORTH_IT", worth_it_below)
 
     import numpy as np
     import onnx
@@ -101,7 +107,6 @@ def test_int8_for_onnx_runtime_on_a_cpu(tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     path = tmp_path / "mprnet.demo_dn_s25.int8cpu.64x64.onnx"
-    assert "next: restore-run mprnet.demo_dn_s25.int8cpu.64x64.onnx" in out.out
     m = read_manifest(path)
     assert m.precision.precision == "int8" and m.precision.layout == "ort-cpu"
     assert m.calibration.method == "minmax"  # the CPU layout's default
@@ -113,3 +118,11 @@ def test_int8_for_onnx_runtime_on_a_cpu(tmp_path, capsys):
     assert zero_points == {np.dtype(np.uint8)}
     report = json.loads((tmp_path / "mprnet.demo_dn_s25.int8cpu.64x64.report.json").read_text())
     assert report["int8"]["passed"] and report["int8"]["layout"] == "ort-cpu"
+    speed = report["int8"]["cpu_speed"]  # both graphs timed on this CPU, the verdict printed
+    assert speed["fp32_ms"] > 0 and speed["int8_ms"] > 0 and speed["tile"] == [64, 64]
+    assert speed["ratio"] == pytest.approx(speed["int8_ms"] / speed["fp32_ms"], rel=1e-3)
+    assert "speed on this CPU (ONNX Runtime, one 64x64 tile" in out.out
+    assert speed["worth_it"] == (worth_it_below > 1)
+    assert ("warning: the INT8 CPU graph is" in out.out) == (not speed["worth_it"])
+    faster = "int8cpu" if speed["worth_it"] else "fp32"  # the hint names the faster graph here
+    assert f"next: restore-run mprnet.demo_dn_s25.{faster}.64x64.onnx" in out.out
