@@ -306,7 +306,8 @@ def test_ort_cpu_layout_keeps_attention_products_and_grouped_convs_in_float(tmp_
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    assert quantizable_nodes(model, "ort-cpu") == ["conv", "tokens", "tt"]
+    # tokens/tt feed only the float attention products: float islands, not worth a Q/DQ pair
+    assert quantizable_nodes(model, "ort-cpu") == ["conv"]
     tiles = rng.random((4, 3, 4, 4), dtype=np.float32)
     calibration = CalibrationSet(tiles=tiles, fingerprint="test", source="test", images=4)
     qdq = qdq_from_model(model, calibration, "minmax", layout="ort-cpu").model
@@ -326,7 +327,8 @@ def test_ort_cpu_layout_keeps_softmax_in_float():
         [
             helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
             helper.make_node("Softmax", ["c"], ["p"], name="softmax", axis=-1),
-            helper.make_node("Mul", ["p", "c"], ["output"], name="mul"),
+            helper.make_node("Mul", ["p", "c"], ["m"], name="mul"),
+            helper.make_node("Conv", ["m", "w"], ["output"], name="conv2"),
         ],
         "g",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
@@ -334,4 +336,56 @@ def test_ort_cpu_layout_keeps_softmax_in_float():
         [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    assert quantizable_nodes(model, "ort-cpu") == ["conv", "mul"]
+    assert quantizable_nodes(model, "ort-cpu") == ["conv", "mul", "conv2"]
+
+
+def test_ort_cpu_layout_keeps_float_islands_out_of_int8():
+    """A node whose results feed no integer computation would only add a Q/DQ pair: kept float,
+    through chains (Reshape -> Transpose before a Softmax), and again once the search has taken
+    out the integer node after it. Convolutions are never dropped."""
+    from restorekit.calibration.feeds import CalibrationSet
+    from restorekit.calibration.qdq import float_islands, qdq_from_model
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), n)
+             for n, s in [("w1", (4, 3, 3, 3)), ("w2", (4, 4, 3, 3)), ("k", (1, 4, 1, 1))]]  # fmt: skip
+    inits.append(numpy_helper.from_array(np.array([1, 4, 16], np.int64), "shape"))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+            helper.make_node("Mul", ["a", "k"], ["b"], name="m1"),
+            helper.make_node("Conv", ["b", "w2"], ["c"], name="c2", pads=[1, 1, 1, 1]),
+            helper.make_node("Reshape", ["c", "shape"], ["r"], name="r"),
+            helper.make_node("Transpose", ["r"], ["t"], name="tr", perm=[0, 2, 1]),
+            helper.make_node("Softmax", ["t"], ["p"], name="softmax", axis=-1),
+            helper.make_node("Add", ["p", "p"], ["output"], name="add"),
+        ],
+        "islands",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    every = ["c1", "m1", "c2", "r", "tr", "add"]
+    assert sorted(float_islands(model, every)) == ["add", "r", "tr"]
+    assert quantizable_nodes(model, "ort-cpu") == ["c1", "m1", "c2"]
+    assert sorted(float_islands(model, ["c1", "m1"])) == ["m1"]  # c2 taken out: m1 feeds float
+
+    calibration = CalibrationSet(tiles=rng.random((4, 3, 4, 4), dtype=np.float32),
+                                 fingerprint="test", source="test", images=4)  # fmt: skip
+
+    def quantized_outputs(qdq: onnx.ModelProto) -> set[str]:
+        """Tensors that go through a QuantizeLinear (inputs of Q nodes)."""
+        return {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
+
+    plain = qdq_from_model(model, calibration, "minmax", layout="ort-cpu")
+    assert plain.quantized_nodes == ("c1", "m1", "c2")
+    assert {"a", "b", "c"} <= quantized_outputs(plain.model)
+    assert not {"r", "t", "p", "output"} & quantized_outputs(plain.model)
+    searched = qdq_from_model(model, calibration, "minmax", exclude=["c2"], layout="ort-cpu")
+    assert searched.quantized_nodes == ("c1",)
+    assert "b" not in quantized_outputs(searched.model)
+    assert (
+        psnr(_run(searched.model, calibration.tiles[:1]), _run(model, calibration.tiles[:1])) > 30
+    )
