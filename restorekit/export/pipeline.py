@@ -348,12 +348,20 @@ def _export_lowered(
     _write_report(report_path, doc)
     if not report.passed:
         w = report.worst
+        cpu_layout_hint = (
+            " The CPU layout quantizes every operator with an integer kernel, and its search cannot "
+            "always win the accuracy back; the TensorRT layout (plain --int8) quantizes only "
+            "convolutions and matrix products."
+            if lowered.plan.layout == "ort-cpu"
+            else ""
+        )
         raise VerificationError(
             f"{ref.name} {precision.upper()}: PSNR {w.psnr:.2f} dB against PyTorch FP32 "
             f"(target {min_psnr:g} dB), NaN/Inf {w.nonfinite}. Nothing was written except the "
             f"figures ({report_path}); the FP32 graph is fine: {fp32.onnx_path.name}. "
             f"Try more or more typical calibration images (--calib DIR), another --calib-method, "
-            f"or state a lower target with --min-psnr if it is acceptable.\n{report.table()}"
+            f"or state a lower target with --min-psnr if it is acceptable.{cpu_layout_hint}"
+            f"\n{report.table()}"
         )
 
     stage("write lowered")

@@ -185,14 +185,18 @@ def test_taking_every_layer_out_of_int8_gives_fp32_back(int8):
     assert np.abs(_run(restored, x) - _run(str(int8.fp32.onnx_path), x)).max() < 1e-5
 
 
-def test_unreachable_target_stops_with_what_the_search_reached(tmp_path):
+@pytest.mark.parametrize("layout", ["tensorrt", "ort-cpu"])
+def test_unreachable_target_stops_with_what_the_search_reached(tmp_path, layout):
     with pytest.raises(VerificationError, match="target 80 dB") as err:
         export_model(ExportOptions(model="mprnet.derain", tile=(32, 32), output_dir=tmp_path,
                                    build_overrides=TINY, precision="int8", calib_count=4,
-                                   calib_method="minmax", min_psnr=80.0, int8_max_excluded=0.05))  # fmt: skip
+                                   calib_method="minmax", min_psnr=80.0, int8_max_excluded=0.05,
+                                   int8_layout=layout))  # fmt: skip
     assert "FP32 graph is fine" in str(err.value)
-    assert not list(tmp_path.glob("*.int8.*.onnx"))
-    report = json.loads(next(tmp_path.glob("*.int8.*.report.json")).read_text())
+    # the CPU layout's failure points at the TensorRT layout, which quantizes less
+    assert ("the TensorRT layout (plain --int8)" in str(err.value)) == (layout == "ort-cpu")
+    assert not list(tmp_path.glob("*.int8*.onnx"))
+    report = json.loads(next(tmp_path.glob("*.int8*.report.json")).read_text())
     trail = report["int8"]["search_trail"]
     assert trail[0]["excluded"] == 0 and trail[-1]["excluded"] == report["int8"]["exclusion_limit"]
     assert report["int8"]["target_met"] is False
