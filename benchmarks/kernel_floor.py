@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import onnx
 import torch
 from timing import keep_freed_memory, median_seconds
 from torch import nn
@@ -37,6 +36,7 @@ from restorekit.export.trace import onnx_from_model
 from restorekit.export.verify import image_batch
 from restorekit.manifest import INPUT_NAME, TensorSpec
 from restorekit.metrics import psnr
+from restorekit.onnx_graph import name_nodes
 
 
 class ConvChain(nn.Module):
@@ -61,17 +61,11 @@ class ConvChain(nn.Module):
         return 2.0 * per_pixel * tile[0] * tile[1]
 
 
-def named(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Every node named (the quantizer addresses nodes by name)."""
-    for i, node in enumerate(model.graph.node):
-        node.name = node.name or f"{node.op_type}_{i}"
-    return model
-
-
 def measure(width: int, args: argparse.Namespace, tiles: np.ndarray) -> dict[str, float]:
     tile = (args.tile, args.tile)
     chain = ConvChain(width, args.depth).eval()
-    fp32 = named(onnx_from_model(chain, tile, in_channels=3))
+    fp32 = onnx_from_model(chain, tile, in_channels=3)
+    name_nodes(fp32)  # the quantizer addresses nodes by name
     calibration = CalibrationSet(tiles=tiles, fingerprint="", source="samples", images=len(tiles))
     graphs = {"fp32": fp32}
     for layout in ("ort-cpu", "tensorrt"):
@@ -88,8 +82,10 @@ def measure(width: int, args: argparse.Namespace, tiles: np.ndarray) -> dict[str
         times[key] = median_seconds(lambda s=session: s.run(x), args.runs)
     ref = sessions["fp32"].run(x)
     figures = {f"t_{k}": v for k, v in times.items()}
-    figures["psnr_ort-cpu"] = psnr(sessions["ort-cpu"].run(x), ref, data_range=float(np.ptp(ref)))
-    figures["psnr_tensorrt"] = psnr(sessions["tensorrt"].run(x), ref, data_range=float(np.ptp(ref)))
+    for layout in ("ort-cpu", "tensorrt"):
+        figures[f"psnr_{layout}"] = psnr(
+            sessions[layout].run(x), ref, data_range=float(np.ptp(ref))
+        )
     figures["flops"] = chain.flops(tile)
     return figures
 

@@ -54,20 +54,22 @@ class QdqResult:
     activation_amax: dict[str, float]  # tensor -> amax (scale * 127), for the calibration cache
 
 
-def quantizable_nodes(model: onnx.ModelProto, layout: str = "tensorrt") -> list[str]:
-    """Names of the nodes the layout computes in INT8.
+def quantizable_nodes(
+    model: onnx.ModelProto, layout: str = "tensorrt", exclude: Sequence[str] = ()
+) -> list[str]:
+    """Names of the nodes the layout computes in INT8 when the nodes in ``exclude`` stay float.
 
     TensorRT layout: Conv/ConvTranspose/MatMul/Gemm with a constant weight. ONNX Runtime CPU
     layout: also every operator with an integer kernel (:data:`ORT_CPU_OPS`), except the nodes
     whose integer kernel is slower (:func:`slow_in_integer`) and those whose results feed no
-    integer computation (:func:`float_islands`).
+    integer computation (:func:`float_islands`; excluding a node can make more of them).
     """
     consts = {i.name for i in model.graph.initializer}
-    slow = set(slow_in_integer(model)) if layout == "ort-cpu" else set()
+    float_nodes = set(exclude) | (set(slow_in_integer(model)) if layout == "ort-cpu" else set())
     names = [
         n.name
         for n in model.graph.node
-        if n.name not in slow
+        if n.name not in float_nodes
         and (
             (n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in consts)
             or (layout == "ort-cpu" and n.op_type in ORT_CPU_OPS and n.op_type not in QUANTIZED_OPS)
@@ -132,11 +134,8 @@ def qdq_from_model(
             return None if batch is None else {INPUT_NAME: batch}
 
     targets = quantizable_nodes(model, layout)
-    integer = [n for n in targets if n not in set(exclude)]
-    if not trt:  # with nodes excluded, more may become float islands
-        islands = set(float_islands(model, integer))
-        integer = [n for n in integer if n not in islands]
-    cpu_float = sorted({n.name for n in model.graph.node} - set(integer))
+    integer = quantizable_nodes(model, layout, exclude)
+    kept_float = sorted({n.name for n in model.graph.node} - set(integer))  # for the CPU layout
     with tempfile.TemporaryDirectory(prefix="restorekit-qdq-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
@@ -159,8 +158,8 @@ def qdq_from_model(
                 weight_type=q.QuantType.QInt8,
                 per_channel=True,
                 op_types_to_quantize=list(QUANTIZED_OPS if trt else ORT_CPU_OPS),
-                nodes_to_quantize=[n for n in targets if n not in set(exclude)] if trt else None,
-                nodes_to_exclude=None if trt else cpu_float,
+                nodes_to_quantize=integer if trt else None,
+                nodes_to_exclude=None if trt else kept_float,
                 calibrate_method=methods[method],
                 extra_options={
                     "ActivationSymmetric": trt,

@@ -29,6 +29,20 @@ from restorekit.models import resolve
 TINY = resolve("mprnet").spec.tiny
 
 
+def _toy_model(nodes, inits, channels: int = 3) -> onnx.ModelProto:
+    """A graph from ``input`` (1, ``channels``, 4, 4) to ``output`` (float, shape left free)."""
+    graph = helper.make_graph(
+        nodes,
+        "toy",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what this ONNX Runtime reads
+    return model
+
+
 def _run(path_or_model, x):
     src = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
     s = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
@@ -291,7 +305,7 @@ def test_ort_cpu_layout_keeps_attention_products_and_grouped_convs_in_float(tmp_
     inits = [w(8, 3, 3, 3), w(8, 1, 3, 3), numpy_helper.from_array(np.array([1, 8, 16], np.int64))]
     for init, name in zip(inits, ["w", "wg", "shape"], strict=True):
         init.name = name
-    graph = helper.make_graph(
+    model = _toy_model(
         [
             helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
             helper.make_node(
@@ -303,13 +317,8 @@ def test_ort_cpu_layout_keeps_attention_products_and_grouped_convs_in_float(tmp_
             helper.make_node("Softmax", ["logits"], ["p"], name="softmax", axis=-1),
             helper.make_node("MatMul", ["t", "p"], ["output"], name="pv"),  # (1, 8, 16)
         ],
-        "attention",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     # tokens/tt feed only the float attention products: float islands, not worth a Q/DQ pair
     assert quantizable_nodes(model, "ort-cpu") == ["conv"]
     tiles = rng.random((4, 3, 4, 4), dtype=np.float32)
@@ -327,19 +336,16 @@ def test_ort_cpu_layout_keeps_attention_products_and_grouped_convs_in_float(tmp_
 
 def test_ort_cpu_layout_keeps_softmax_in_float():
     # uint8 attention weights cost the demo PANet 20 dB (see calibration/qdq.py)
-    graph = helper.make_graph(
+    model = _toy_model(
         [
             helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
             helper.make_node("Softmax", ["c"], ["p"], name="softmax", axis=-1),
             helper.make_node("Mul", ["p", "c"], ["m"], name="mul"),
             helper.make_node("Conv", ["m", "w"], ["output"], name="conv2"),
         ],
-        "g",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")],
+        channels=2,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert quantizable_nodes(model, "ort-cpu") == ["conv", "mul", "conv2"]
 
 
@@ -354,7 +360,7 @@ def test_ort_cpu_layout_keeps_float_islands_out_of_int8():
     inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), n)
              for n, s in [("w1", (4, 3, 3, 3)), ("w2", (4, 4, 3, 3)), ("k", (1, 4, 1, 1))]]  # fmt: skip
     inits.append(numpy_helper.from_array(np.array([1, 4, 16], np.int64), "shape"))
-    graph = helper.make_graph(
+    model = _toy_model(
         [
             helper.make_node("Conv", ["input", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
             helper.make_node("Mul", ["a", "k"], ["b"], name="m1"),
@@ -364,13 +370,8 @@ def test_ort_cpu_layout_keeps_float_islands_out_of_int8():
             helper.make_node("Softmax", ["t"], ["p"], name="softmax", axis=-1),
             helper.make_node("Add", ["p", "p"], ["output"], name="add"),
         ],
-        "islands",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     every = ["c1", "m1", "c2", "r", "tr", "add"]
     assert sorted(float_islands(model, every)) == ["add", "r", "tr"]
     assert quantizable_nodes(model, "ort-cpu") == ["c1", "m1", "c2"]
