@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
+ROOT = Path(__file__).resolve().parents[1]
+# Every module of the one TensorRT package: engines are built and run on devices without PyTorch.
+TENSORRT_MODULES = sorted(
+    "restorekit.tensorrt" + ("" if p.stem == "__init__" else f".{p.stem}")
+    for p in (ROOT / "restorekit" / "tensorrt").glob("*.py")
+)
 
 
 def _run_blocked(code: str) -> subprocess.CompletedProcess:
@@ -26,8 +33,8 @@ def test_torch_free_modules_import_without_torch():
         "restorekit.metrics", "restorekit.naming", "restorekit.data", "restorekit.cli.inspect",
         "restorekit.calibration.feeds", "restorekit.calibration.ranges", "restorekit.calibration.qdq",
         "restorekit.calibration.cache", "restorekit.calibration.search", "restorekit.onnx_graph",
-        "restorekit.export.compare", "restorekit.export.precision", "restorekit.export.engine",
-        "restorekit.export.engine_trt", "restorekit.engine_compat", "restorekit.cli.build",
+        "restorekit.export.compare", "restorekit.export.fp16_plan", "restorekit.cli.build",
+        *TENSORRT_MODULES,
     ]  # fmt: skip
     code = "\n".join(f"import {m}" for m in modules) + "\nprint('ok')"
     proc = _run_blocked(code)
@@ -54,3 +61,12 @@ print(sorted({n.op_type for n in result.model.graph.node}))
     proc = _run_blocked(code)
     assert proc.returncode == 0, proc.stderr
     assert "QuantizeLinear" in proc.stdout and "Conv" in proc.stdout
+
+
+def test_every_tensorrt_module_is_in_the_torch_free_list():
+    # The list is read from the folder, so a new module cannot be forgotten; this guards the
+    # reading itself (a wrong path would silently check nothing).
+    assert {"restorekit.tensorrt", "restorekit.tensorrt.plan", "restorekit.tensorrt.builder",
+            "restorekit.tensorrt.runner", "restorekit.tensorrt.compat",
+            "restorekit.tensorrt.cuda_memory", "restorekit.tensorrt.device",
+            "restorekit.tensorrt.versions"} <= set(TENSORRT_MODULES)  # fmt: skip

@@ -62,6 +62,6 @@ def backend_from_artifact(
         raise ManifestError(
             f"{artifact.name} is an ONNX file; build an engine first: run `restore-build {artifact}`"
         )
-    from restorekit.runtime.trt_backend import TrtBackend
+    from restorekit.tensorrt.runner import TrtBackend
 
     return TrtBackend(artifact, manifest, batch=batch), manifest

@@ -1,19 +1,27 @@
 """restore-build as a user runs it: exit codes, one-line errors, the no-TensorRT message, a build
-through a fake TensorRT."""
+through a fake TensorRT; and what the CLI shows around a build (progress bars, the
+restore-build command) for restore-build and restore-export --engine."""
 
 from __future__ import annotations
 
+import io
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from restorekit.cli import build as build_cli
-from restorekit.device import DeviceFacts
-from restorekit.export import engine_trt
-from tests.export.fake_trt import make_fake_trt, make_manifest, write_onnx_artifact
-
-ORIN = DeviceFacts("Orin", "8.7", 64 * 2**30, jetson=True)
+from restorekit.cli.build import (
+    BuildProgress,
+    build_parser,
+    engine_or_command,
+    options_from_args,
+)
+from restorekit.tensorrt import builder
+from restorekit.tensorrt.plan import EngineBuildOptions, build_command
+from tests.tensorrt.fake_trt import ORIN, make_fake_trt, make_manifest, write_onnx_artifact
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +33,8 @@ def _cache_home(tmp_path, monkeypatch):
 def fake_tensorrt(monkeypatch):
     def install(**kwargs):
         trt = make_fake_trt(**kwargs)
-        monkeypatch.setattr(engine_trt, "import_tensorrt", lambda: trt)
-        monkeypatch.setattr("restorekit.device.query_device", lambda index=0: ORIN)
+        monkeypatch.setattr(builder, "import_tensorrt", lambda: trt)
+        monkeypatch.setattr(builder, "query_device", lambda index=0: ORIN)
         return trt
 
     return install
@@ -112,9 +120,72 @@ def test_restore_export_engine_without_tensorrt_prints_the_build_command(
 
     monkeypatch.setattr(pipeline, "export_model", fake_export)
     monkeypatch.setattr(pipeline, "export_summary", lambda result: ["exported"])
-    monkeypatch.setattr(engine_trt, "tensorrt_available", lambda: False)
+    monkeypatch.setattr(builder, "tensorrt_available", lambda: False)
     assert export_cli.main(["mprnet", "--batch", "2", "--engine", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "exported"
     assert out[-1].strip() == "restore-build mprnet.deblur.fp16.256x256.onnx"
     assert "TensorRT is not installed here" in out[1]
+
+
+def test_build_shows_tensorrt_build_phases_as_progress_bars(tmp_path, capsys, fake_tensorrt):
+    trt = fake_tensorrt(version="10.3.0")
+    onnx = write_onnx_artifact(tmp_path, make_manifest())
+    assert build_cli.main([str(onnx)]) == 0
+    # Progress came through trt.IProgressMonitor into tqdm, and the build was not cancelled.
+    assert [args for name, args in trt.calls if name == "step_complete->"] == [(True,)] * 3
+    assert "Building engine" in capsys.readouterr().err
+
+
+def test_build_progress_tracks_nested_phases():
+    out = io.StringIO()
+    prog = BuildProgress(stream=out)
+    prog.phase_start("Build", None, 2)
+    prog.phase_start("Tactics", "Build", 3)
+    assert [prog.step_complete("Tactics", s) for s in range(3)] == [True] * 3
+    assert prog.bars["Tactics"].n == 3
+    prog.phase_finish("Tactics")
+    prog.cancelled = True
+    assert prog.step_complete("Build", 0) is False  # asks TensorRT to stop
+    prog.close()
+    assert prog.bars == {} and "Tactics" in out.getvalue()
+    assert BuildProgress(enabled=False).step_complete("x", 0) is True
+
+
+# --- the command line for the target ------------------------------------------------------------
+
+
+def test_build_command_round_trips_through_restore_build(tmp_path):
+    options = EngineBuildOptions(
+        output_dir=Path("out dir"), workspace_gib=1.5, batch=2, min_shape=(64, 64),
+        opt_shape=(128, 128), max_shape=(256, 320), timing_cache=Path("t.cache"),
+        hardware_compatible=True, version_compatible=True,
+    )  # fmt: skip
+    cmd = build_command("m.fp16.dynamic.onnx", options)
+    assert cmd == (
+        "restore-build m.fp16.dynamic.onnx -o 'out dir' --workspace 1.5 --batch 2 "
+        "--min-shape 64x64 --opt-shape 128x128 --max-shape 256x320 --timing-cache t.cache "
+        "--hardware-compatible --version-compatible"
+    )
+    argv = shlex.split(cmd)
+    args = build_parser().parse_args(argv[1:])
+    assert args.onnx == Path("m.fp16.dynamic.onnx") and options_from_args(args) == options
+    assert build_command("a.onnx") == "restore-build a.onnx"
+
+
+def test_without_tensorrt_export_prints_the_build_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(builder, "tensorrt_available", lambda: False)
+    onnx = write_onnx_artifact(tmp_path, make_manifest())
+    lines = engine_or_command(onnx, EngineBuildOptions(batch=4))
+    assert lines[-1].strip() == f"restore-build {onnx.name} --batch 4"
+    assert "not installed" in lines[0] and f"{onnx.name}.json" in lines[1]
+
+
+def test_with_tensorrt_export_builds(tmp_path, monkeypatch):
+    trt = make_fake_trt("10.3.0")
+    monkeypatch.setattr(builder, "tensorrt_available", lambda: True)
+    monkeypatch.setattr(builder, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(builder, "query_device", lambda index=0: ORIN)
+    onnx = write_onnx_artifact(tmp_path, make_manifest())
+    lines = engine_or_command(onnx, progress=False)
+    assert any(line.startswith("wrote ") and ".trt10.3.0.sm87.engine" in line for line in lines)

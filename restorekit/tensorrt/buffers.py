@@ -1,7 +1,11 @@
 """An engine's I/O tensors and buffer sizes, in plain Python (CPU-tested).
 
-Whether an engine may run here at all (TensorRT release, GPU, source ONNX) is decided by
-:mod:`restorekit.engine_compat`, shared with the engine builder.
+The engine runner (:mod:`restorekit.tensorrt.runner`) reads the tensors from the engine and sizes
+its device and pinned buffers here once, for the largest batch it will run. Whether an engine may
+run here at all (TensorRT release, GPU, source ONNX) is decided by
+:mod:`restorekit.tensorrt.compat`, shared with the engine builder.
+
+Torch-free; takes the ``tensorrt`` module as an argument and never imports it.
 """
 
 from __future__ import annotations

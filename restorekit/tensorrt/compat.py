@@ -13,25 +13,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
-
-from restorekit.device import DeviceFacts
 from restorekit.errors import ManifestError
-from restorekit.files import file_sha256
 from restorekit.manifest import Manifest
-from restorekit.naming import onnx_name
-
-AMPERE = (8, 0)
+from restorekit.tensorrt.device import DeviceFacts
+from restorekit.tensorrt.onnx_source import onnx_sha256_mismatch, source_onnx, source_onnx_name
+from restorekit.tensorrt.plan import EngineBuildOptions, build_command
+from restorekit.tensorrt.versions import (
+    parse_trt_version,
+    release3,
+    supports_hardware_compatibility,
+)
 
 
 def rebuild_command(manifest: Manifest) -> str:
     """The ``restore-build`` command that rebuilds this engine on the current device."""
-    from restorekit.export.engine import EngineBuildOptions, build_command
-
     rec = manifest.engine
-    onnx = (rec.onnx_file if rec else "") or onnx_name(
-        manifest.model, manifest.precision.precision, manifest.tile
-    )
     shapes: dict[str, tuple[int, int]] = {}
     if rec is not None and manifest.tile is None:
         # A dynamic height/width graph: rebuild with the same profile range.
@@ -44,24 +40,7 @@ def rebuild_command(manifest: Manifest) -> str:
         hardware_compatible=bool(rec and rec.hardware_compatible),
         version_compatible=bool(rec and rec.version_compatible),
     )
-    return build_command(onnx, options)
-
-
-def _version(text: str, what: str) -> Version:
-    try:
-        return Version(text)
-    except InvalidVersion as exc:
-        raise ManifestError(f"cannot read the {what} TensorRT version {text!r}") from exc
-
-
-def source_onnx(engine_path: str | Path, manifest: Manifest) -> Path:
-    """Where the ONNX an engine was built from would sit: beside the engine, under the name its
-    engine record gives (else the exporter's naming)."""
-    rec = manifest.engine
-    name = (rec.onnx_file if rec else "") or onnx_name(
-        manifest.model, manifest.precision.precision, manifest.tile
-    )
-    return Path(engine_path).with_name(name)
+    return build_command(source_onnx_name(manifest), options)
 
 
 def check_engine_compat(
@@ -96,19 +75,20 @@ def check_engine_compat(
             f"{name}'s manifest has no engine record: it describes an ONNX graph, not a TensorRT "
             "engine. Build one with `restore-build` or run the ONNX with the ONNX Runtime backend."
         )
-    built, here = _version(rec.tensorrt_version, "engine's"), _version(trt_version, "installed")
+    built = parse_trt_version(rec.tensorrt_version, what="engine's", error=ManifestError)
+    here = parse_trt_version(trt_version, what="installed", error=ManifestError)
     problems = []
     if rec.version_compatible:
-        if here.major != built.major or here.release[:3] < built.release[:3]:
+        if here.major != built.major or release3(here) < release3(built):
             problems.append(
                 f"TensorRT {rec.tensorrt_version} (version-compatible: runs on {built.major}.x "
                 f"from {rec.tensorrt_version} on), this device has TensorRT {trt_version}"
             )
-    elif _release3(here) != _release3(built):
+    elif release3(here) != release3(built):
         problems.append(f"TensorRT {rec.tensorrt_version}, this device has TensorRT {trt_version}")
     built_sm = "sm_" + rec.compute_capability.replace(".", "")
     if rec.hardware_compatible:
-        if device.cc_tuple < AMPERE:
+        if not supports_hardware_compatibility(device.cc_tuple):
             problems.append(
                 f"Ampere-or-newer GPUs (hardware-compatible), this GPU is {device.name} "
                 f"({device.sm})"
@@ -125,9 +105,9 @@ def check_engine_compat(
         if onnx_path
         else (source_onnx(engine_path, manifest) if engine_path else None)
     )
-    if manifest.onnx_sha256 and onnx is not None and onnx.is_file():
-        actual = file_sha256(onnx)
-        if actual != manifest.onnx_sha256:
+    if onnx is not None and onnx.is_file():
+        actual = onnx_sha256_mismatch(onnx, manifest.onnx_sha256)
+        if actual is not None:
             raise ManifestError(
                 f"{name} was built from another version of {onnx.name} (sha256 "
                 f"{manifest.onnx_sha256[:12]}..., the file now has {actual[:12]}...): rebuild it: "
@@ -140,7 +120,3 @@ def check_engine_compat(
             f"runs, but may be slower than an engine built here (`{rebuild_command(manifest)}`)"
         )
     return warnings
-
-
-def _release3(v: Version) -> tuple[int, ...]:
-    return (tuple(v.release) + (0, 0))[:3]

@@ -1,4 +1,5 @@
-"""A stand-in ``tensorrt`` module for CPU tests of the engine builder, and ONNX artifacts to feed it.
+"""A stand-in ``tensorrt`` module for CPU tests of the engine builder, ONNX artifacts to feed it,
+and the GPUs the tests build for.
 
 The fake has only the names of the real TensorRT Python API (10.3 / 11.x, or 8.6 for the legacy
 path) that the builder uses, with the same call shapes; it records every call so tests can check
@@ -14,6 +15,22 @@ from pathlib import Path
 from restorekit.files import file_sha256
 from restorekit.manifest import BatchRange, Manifest, PrecisionPlan, TensorSpec, write_manifest
 from restorekit.naming import onnx_name
+from restorekit.tensorrt.device import DeviceFacts
+
+GIB = 2**30
+ORIN = DeviceFacts("Orin", "8.7", 64 * GIB, jetson=True)
+RTX4090 = DeviceFacts("NVIDIA GeForce RTX 4090", "8.9", 24 * GIB)
+T4 = DeviceFacts("Tesla T4", "7.5", 16 * GIB)
+
+# What TensorRT logs when a build runs out of memory (no tactic fits, or an allocation fails).
+OOM_TEXTS = [
+    "[optimizer.cpp::computeCosts::3869] Error Code 10: Internal Error (Could not find any "
+    "implementation for node /body/conv1/Conv.)",
+    "Error Code 2: OutOfMemory (no further information)",
+    "[defaultAllocator.cpp::allocate::20] Error Code 1: Cuda Runtime (out of memory)",
+    "Requested amount of GPU memory (4294967296 bytes) could not be allocated. There may not be "
+    "enough free memory for allocation to succeed.",
+]
 
 
 class FakeEnum:

@@ -1,8 +1,9 @@
 """Facts about the CUDA device an engine is built for or run on: name, compute capability, memory,
 and whether it is a Jetson (unified memory, JetPack's TensorRT).
 
-Torch-free. :func:`query_device` asks cuda-python, then PyCUDA, then ``nvidia-smi``; callers and
-tests pass a :class:`DeviceFacts` of their own instead where they need to.
+Torch-free; the CUDA bindings are imported lazily. :func:`query_device` asks cuda-python, then
+PyCUDA, then ``nvidia-smi``; callers and tests pass a :class:`DeviceFacts` of their own instead
+where they need to.
 """
 
 from __future__ import annotations

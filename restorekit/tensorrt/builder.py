@@ -1,9 +1,15 @@
-"""The only place the engine builder touches TensorRT: carry out a :class:`BuildPlan`.
+"""The only place that touches TensorRT to build: carry out a :class:`BuildPlan`.
 
-No decisions are made here (they are in :mod:`restorekit.export.engine`); this module turns the
+No decisions are made here (they are in :mod:`restorekit.tensorrt.plan`); this module turns the
 plan's names into TensorRT calls and reports what TensorRT said. Every attribute used exists in
 the TensorRT 10.3 and 11.x Python APIs; version-specific ones are named by the plan only on the
 versions that have them, and the progress monitor is also checked with ``hasattr``.
+:func:`engine_from_onnx` ties it together: read and check the ONNX's manifest, plan, build, write
+the engine, its manifest and the timing cache.
+
+Progress display is not made here: callers pass any object with ``phase_start`` /
+``step_complete`` / ``phase_finish`` and a ``cancelled`` attribute (the CLI's tqdm bars are
+:class:`restorekit.cli.build.BuildProgress`).
 
 Torch-free; ``tensorrt`` is imported lazily, and tests pass a fake module with the same names.
 """
@@ -12,10 +18,38 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from restorekit.errors import MissingDependencyError
+from restorekit.files import write_bytes_atomic
+from restorekit.manifest import Manifest, write_manifest
+from restorekit.tensorrt.device import DeviceFacts, query_device
+from restorekit.tensorrt.plan import (
+    BuildPlan,
+    EngineBuildOptions,
+    build_failure,
+    load_onnx_manifest,
+    parse_failure,
+    plan_build,
+)
+
+
+class BuildMonitor(Protocol):
+    """What :func:`engine_from_onnx` forwards TensorRT's build phases to (``trt.IProgressMonitor``
+    calls). ``step_complete`` returning ``False`` asks TensorRT to stop; ``cancelled`` is set when
+    Ctrl-C arrived inside a callback."""
+
+    cancelled: bool
+
+    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None: ...
+
+    def step_complete(self, phase_name: str, step: int) -> bool: ...
+
+    def phase_finish(self, phase_name: str) -> None: ...
+
 
 INSTALL_HINT = (
     "Install it with: pip install 'restorekit[tensorrt]' (desktop GPU), or on a Jetson use "
@@ -46,6 +80,7 @@ def import_tensorrt() -> Any:
 
 
 def tensorrt_version(trt: Any) -> str:
+    """``trt.__version__`` as text."""
     return str(trt.__version__)
 
 
@@ -87,7 +122,7 @@ def _make_logger(trt: Any) -> Any:
     return CapturingLogger()
 
 
-def _make_monitor(trt: Any, progress: Any) -> Any:
+def _make_monitor(trt: Any, progress: BuildMonitor) -> Any:
     class ForwardingMonitor(trt.IProgressMonitor):
         """Forwards TensorRT's build phases to a plain-Python progress object."""
 
@@ -128,13 +163,17 @@ def _attach_timing_cache(config: Any, data: bytes, logger: Any) -> Any:
 
 
 def serialize_engine(
-    trt: Any, plan: Any, onnx_bytes: bytes, timing_cache: bytes, progress: Any = None
+    trt: Any,
+    plan: BuildPlan,
+    onnx_bytes: bytes,
+    timing_cache: bytes,
+    progress: BuildMonitor | None = None,
 ) -> TrtBuildOutcome:
     """Parse the ONNX and build a serialized engine exactly as ``plan`` says.
 
     Args:
         trt: the ``tensorrt`` module (or a fake with the same names).
-        plan: a :class:`restorekit.export.engine.BuildPlan`.
+        plan: what to build (:func:`restorekit.tensorrt.plan.plan_build`).
         onnx_bytes: the ONNX file's content.
         timing_cache: serialized timing cache to start from (``b""``: a new one).
         progress: object with ``phase_start``/``step_complete``/``phase_finish``, or ``None``.
@@ -180,3 +219,81 @@ def serialize_engine(
     updated = config.get_timing_cache() or cache
     cache_bytes = bytes(updated.serialize())
     return TrtBuildOutcome(bytes(serialized), cache_bytes, logger.errors, None, logger.lines)
+
+
+# --- the build ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineBuildResult:
+    """A finished build: the files written, the plan carried out, how long it took and what
+    TensorRT warned about."""
+
+    engine_path: Path
+    manifest_path: Path
+    manifest: Manifest
+    plan: BuildPlan
+    seconds: float
+    timing_cache_written: bool
+    trt_warnings: tuple[str, ...] = ()
+
+
+def engine_from_onnx(
+    onnx_path: str | Path,
+    options: EngineBuildOptions | None = None,
+    *,
+    trt: Any = None,
+    device: DeviceFacts | None = None,
+    progress: BuildMonitor | None = None,
+) -> EngineBuildResult:
+    """Build a TensorRT engine from a restorekit ONNX and write it with its manifest.
+
+    Args:
+        onnx_path: ONNX written by ``restore-export`` (its ``.onnx.json`` beside it).
+        options: build options (``None``: defaults).
+        trt: the ``tensorrt`` module (tests pass a fake); default: import it.
+        device: the GPU (tests pass one); default:
+            :func:`restorekit.tensorrt.device.query_device`.
+        progress: receives TensorRT's build phases (TensorRT 10 and newer); ``None``: no
+            progress. The caller owns it (and closes any bars it holds).
+
+    Raises:
+        MissingDependencyError: TensorRT (or a CUDA binding to describe the GPU) is not installed.
+        ManifestError: the ONNX has no manifest or was modified after export.
+        TileSizeError: impossible profile shapes.
+        EngineBuildError: TensorRT rejected the graph or the build failed (out of memory says so).
+        KeyboardInterrupt: Ctrl-C during the build (TensorRT was asked to stop; nothing written).
+    """
+    options = options or EngineBuildOptions()
+    onnx_path = Path(onnx_path)
+    manifest = load_onnx_manifest(onnx_path)
+    if trt is None:
+        trt = import_tensorrt()
+    if device is None:
+        device = query_device()
+    plan = plan_build(
+        onnx_path, manifest, tensorrt_version(trt), device, options, network_flag_names(trt)
+    )
+    cache = plan.timing_cache_path.read_bytes() if plan.timing_cache_path.is_file() else b""
+    start = time.perf_counter()
+    outcome = serialize_engine(trt, plan, onnx_path.read_bytes(), cache, progress)
+    seconds = time.perf_counter() - start
+    if progress is not None and progress.cancelled:
+        raise KeyboardInterrupt
+    if outcome.parser_errors is not None:
+        raise parse_failure(onnx_path, outcome.parser_errors)
+    if outcome.engine is None:
+        raise build_failure(plan, outcome.errors, device)
+    write_bytes_atomic(plan.engine_path, outcome.engine)
+    manifest_path = write_manifest(plan.engine_path, plan.manifest)
+    cache_written = False
+    if outcome.timing_cache:
+        # Written only after a successful build, atomically, so a crash never leaves a torn cache.
+        write_bytes_atomic(plan.timing_cache_path, outcome.timing_cache)
+        cache_written = True
+    warnings = tuple(
+        line.removeprefix("warning: ") for line in outcome.log if line.startswith("warning: ")
+    )
+    return EngineBuildResult(
+        plan.engine_path, manifest_path, plan.manifest, plan, seconds, cache_written, warnings
+    )

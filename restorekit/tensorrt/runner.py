@@ -6,7 +6,13 @@ from the engine, allocates device buffers and pinned host buffers once (two slot
 batch), and creates one CUDA stream. Each batch is copied in, run with ``set_tensor_address`` +
 ``execute_async_v3`` and copied out on that stream; :meth:`infer_many` enqueues the next batch
 before waiting for the current one, so the host prepares and the GPU copies and computes at the
-same time. All sizing and compatibility decisions live in :mod:`restorekit.runtime.engine_check`.
+same time. Buffer sizing lives in :mod:`restorekit.tensorrt.buffers` and the compatibility check
+in :mod:`restorekit.tensorrt.compat`, both plain Python; device memory in
+:mod:`restorekit.tensorrt.cuda_memory`.
+
+It implements the runtime's :class:`~restorekit.runtime.backend.Backend` interface, so the tiler
+drives it like the ONNX Runtime backend. Torch-free; ``tensorrt`` and the CUDA bindings are
+imported when the backend is opened, never at import.
 """
 
 from __future__ import annotations
@@ -19,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from restorekit.device import DeviceFacts
-from restorekit.engine_compat import check_engine_compat, rebuild_command
 from restorekit.errors import ManifestError, require
 from restorekit.manifest import Manifest
 from restorekit.runtime.backend import Backend, IOSpec
-from restorekit.runtime.cuda_memory import DeviceMemory, open_device_memory
-from restorekit.runtime.engine_check import BufferPlan, EngineTensor, engine_tensors, plan_buffers
+from restorekit.tensorrt.buffers import BufferPlan, EngineTensor, engine_tensors, plan_buffers
+from restorekit.tensorrt.compat import check_engine_compat, rebuild_command
+from restorekit.tensorrt.cuda_memory import DeviceMemory, open_device_memory
+from restorekit.tensorrt.device import DeviceFacts
 
 SLOTS = 2  # batches in flight: one computing while the next is copied in
 

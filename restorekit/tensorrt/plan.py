@@ -3,10 +3,12 @@
 What to build is decided here from the ONNX's manifest, the TensorRT version and the device
 (:func:`plan_build` -> :class:`BuildPlan`): strongly typed network or legacy precision flags,
 optimisation profile shapes, workspace limit, timing-cache file, engine file name and the engine's
-manifest. The TensorRT calls themselves live in :mod:`restorekit.export.engine_trt`, which only
-carries a plan out, so the CPU tests cover every decision and the calls are tested with a fake.
+manifest; and what to tell the user when TensorRT fails. The TensorRT calls themselves live in
+:mod:`restorekit.tensorrt.builder`, which only carries a plan out, so the CPU tests cover every
+decision and the calls are tested with a fake.
 
-Torch-free: engines are built on the target (a Jetson has no PyTorch), from the ONNX copied there.
+Torch-free and TensorRT-free: engines are built on the target (a Jetson has no PyTorch), from the
+ONNX copied there.
 """
 
 from __future__ import annotations
@@ -14,36 +16,33 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import sys
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from packaging.version import InvalidVersion, Version
 
 from restorekit import __version__
-from restorekit.device import GIB, DeviceFacts
 from restorekit.errors import EngineBuildError, ManifestError, TileSizeError
-from restorekit.files import file_sha256, write_bytes_atomic
-from restorekit.manifest import BatchRange, EngineRecord, Manifest, read_manifest, write_manifest
+from restorekit.files import file_sha256
+from restorekit.manifest import BatchRange, EngineRecord, Manifest, read_manifest
 from restorekit.naming import engine_name
+from restorekit.tensorrt.device import GIB, DeviceFacts
+from restorekit.tensorrt.onnx_source import onnx_sha256_mismatch
+from restorekit.tensorrt.versions import (
+    ALWAYS_STRONGLY_TYPED_SINCE,
+    COMPATIBILITY_FLAGS_SINCE,
+    EXPLICIT_BATCH_IMPLIED_SINCE,
+    PROGRESS_MONITOR_SINCE,
+    STRONGLY_TYPED_SINCE,
+    parse_trt_version,
+    short_trt_version,
+    supports_hardware_compatibility,
+)
 
 JETSON_WORKSPACE_GIB = 1.0  # Jetson builds that ask for more run out of (shared) memory
 DESKTOP_WORKSPACE_GIB = 4.0
 # Dynamic height/width graphs built without --min/--opt/--max-shape get this range (rounded up to
 # the model's multiple; capped by its largest safe tile).
 DEFAULT_DYNAMIC_HW = (128, 256, 512)
-
-# Strongly typed networks exist since TensorRT 9; TensorRT 11 is strongly typed only (the flag is
-# deprecated and ignored there, the FP16/INT8 builder flags are gone).
-STRONGLY_TYPED_SINCE = Version("9.0")
-ALWAYS_STRONGLY_TYPED_SINCE = Version("11.0")
-EXPLICIT_BATCH_IMPLIED_SINCE = Version("10.0")
-COMPATIBILITY_FLAGS_SINCE = Version("8.6")
-PROGRESS_MONITOR_SINCE = Version("10.0")
-AMPERE = (8, 0)
 
 Shape4 = tuple[int, int, int, int]
 
@@ -97,7 +96,8 @@ class ProfileShapes:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """Everything :mod:`engine_trt` needs to build, decided before TensorRT is touched.
+    """Everything :mod:`restorekit.tensorrt.builder` needs to build, decided before TensorRT is
+    touched.
 
     ``network_flags`` name members of ``trt.NetworkDefinitionCreationFlag`` and ``builder_flags``
     members of ``trt.BuilderFlag``; ``hardware_compatibility`` a member of
@@ -118,53 +118,10 @@ class BuildPlan:
     manifest: Manifest
     notes: tuple[str, ...] = ()
 
-    def describe(self) -> list[str]:
-        """Short lines for the CLI: what will be built and how."""
-        typing_ = "strongly typed" if self.strongly_typed else "weakly typed (legacy flags)"
-        flags = ", ".join(self.network_flags + self.builder_flags) or "none"
-        p = self.profile
-        lines = [
-            f"network: {typing_}; flags: {flags}",
-            f"profile {self.input_name}: min {_dims(p.min)}, opt {_dims(p.opt)}, max {_dims(p.max)}",
-            f"workspace: {self.workspace_bytes / GIB:g} GiB; timing cache: {self.timing_cache_path}",
-        ]
-        if self.hardware_compatibility:
-            lines.append(f"hardware compatibility: {self.hardware_compatibility}")
-        return lines + [f"note: {n}" for n in self.notes]
 
-
-@dataclass(frozen=True)
-class EngineBuildResult:
-    engine_path: Path
-    manifest_path: Path
-    manifest: Manifest
-    plan: BuildPlan
-    seconds: float
-    timing_cache_written: bool
-    trt_warnings: tuple[str, ...] = ()
-
-
-def _dims(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[int]) -> str:
+    """``(1, 3, 64, 96)`` -> ``"1x3x64x96"``, as messages and the CLI write shapes."""
     return "x".join(str(d) for d in shape)
-
-
-def parse_trt_version(text: str) -> Version:
-    """``"10.3.0.30"`` -> ``Version``.
-
-    Raises:
-        EngineBuildError: the text is not a version (a broken TensorRT install).
-    """
-    try:
-        return Version(str(text))
-    except InvalidVersion as exc:
-        raise EngineBuildError(f"cannot read the TensorRT version {text!r}: {exc}") from exc
-
-
-def short_trt_version(text: str) -> str:
-    """Major.minor.patch: engines and timing caches are compatible at that granularity
-    (``"11.4.0.106"`` -> ``"11.4.0"``)."""
-    release = parse_trt_version(text).release
-    return ".".join(str(p) for p in (tuple(release) + (0, 0))[:3])
 
 
 # --- the source ONNX ----------------------------------------------------------------------------
@@ -185,14 +142,13 @@ def load_onnx_manifest(onnx_path: str | Path) -> Manifest:
             f"{onnx_path.name}'s manifest describes a TensorRT engine, not an ONNX graph; "
             "build from the .onnx file that `restore-export` wrote"
         )
-    if manifest.onnx_sha256:
-        actual = file_sha256(onnx_path)
-        if actual != manifest.onnx_sha256:
-            raise ManifestError(
-                f"{onnx_path.name} does not match its manifest (sha256 {actual[:12]}..., manifest "
-                f"says {manifest.onnx_sha256[:12]}...): the ONNX was modified after export; "
-                "re-export it with `restore-export` (or copy the matching .onnx.json beside it)"
-            )
+    actual = onnx_sha256_mismatch(onnx_path, manifest.onnx_sha256)
+    if actual is not None:
+        raise ManifestError(
+            f"{onnx_path.name} does not match its manifest (sha256 {actual[:12]}..., manifest "
+            f"says {manifest.onnx_sha256[:12]}...): the ONNX was modified after export; "
+            "re-export it with `restore-export` (or copy the matching .onnx.json beside it)"
+        )
     return manifest
 
 
@@ -302,8 +258,8 @@ def _dynamic_hw(
     for a, b in (("min", "opt"), ("opt", "max")):
         if hw[a][0] > hw[b][0] or hw[a][1] > hw[b][1]:
             raise TileSizeError(
-                f"profile shapes out of order: --{a}-shape {_dims(hw[a])} is larger than "
-                f"--{b}-shape {_dims(hw[b])} (need min <= opt <= max in both height and width)"
+                f"profile shapes out of order: --{a}-shape {shape_text(hw[a])} is larger than "
+                f"--{b}-shape {shape_text(hw[b])} (need min <= opt <= max in both height and width)"
             )
     h, w = hw["max"]
     if manifest.max_tile_area and h * w > manifest.max_tile_area:
@@ -400,7 +356,7 @@ def plan_build(
                 "--hardware-compatible is for desktop GPUs (Ampere and newer); TensorRT does not "
                 "support it on Jetson. Build on each Jetson model instead (drop the flag)."
             )
-        if device.cc_tuple < AMPERE:
+        if not supports_hardware_compatibility(device.cc_tuple):
             raise EngineBuildError(
                 f"--hardware-compatible needs an Ampere or newer GPU (sm_80+); this is "
                 f"{device.name} ({device.sm}). Drop the flag."
@@ -491,7 +447,7 @@ def build_failure(plan: BuildPlan, errors: Sequence[str], device: DeviceFacts) -
     how = "" if allocation_failed else " (TensorRT says 'could not find any implementation')"
     return EngineBuildError(
         f"building {plan.engine_path.name} ran out of memory{how}; workspace limit {gib:g} GiB, "
-        f"profile max {_dims(plan.profile.max)}.\n"
+        f"profile max {shape_text(plan.profile.max)}.\n"
         + "\n".join(f"- {a}" for a in advice)
         + f"\nTensorRT said:\n  {detail}"
     )
@@ -507,133 +463,7 @@ def parse_failure(onnx_path: Path, errors: Sequence[str]) -> EngineBuildError:
     )
 
 
-# --- progress -----------------------------------------------------------------------------------
-
-
-class BuildProgress:
-    """tqdm bars for TensorRT's nested build phases (fed by ``trt.IProgressMonitor``).
-
-    Plain Python so it is testable; :mod:`engine_trt` forwards the monitor's calls here.
-    """
-
-    def __init__(self, enabled: bool = True, stream: Any = None) -> None:
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.bars: dict[str, Any] = {}
-        self.cancelled = False
-
-    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        depth = len(self.bars)
-        self.bars[phase_name] = tqdm(
-            total=num_steps, desc=phase_name, position=depth, leave=depth == 0,
-            file=self.stream, unit="step", dynamic_ncols=True,
-        )  # fmt: skip
-
-    def step_complete(self, phase_name: str, step: int) -> bool:
-        bar = self.bars.get(phase_name)
-        if bar is not None:
-            bar.update(max(step + 1 - bar.n, 0))
-        return not self.cancelled  # False asks TensorRT to stop the build
-
-    def phase_finish(self, phase_name: str) -> None:
-        bar = self.bars.pop(phase_name, None)
-        if bar is not None:
-            bar.close()
-
-    def close(self) -> None:
-        for name in list(self.bars):
-            self.phase_finish(name)
-
-
-# --- the build ----------------------------------------------------------------------------------
-
-
-def engine_from_onnx(
-    onnx_path: str | Path,
-    options: EngineBuildOptions | None = None,
-    *,
-    trt: Any = None,
-    device: DeviceFacts | None = None,
-    progress: bool = True,
-) -> EngineBuildResult:
-    """Build a TensorRT engine from a restorekit ONNX and write it with its manifest.
-
-    Args:
-        onnx_path: ONNX written by ``restore-export`` (its ``.onnx.json`` beside it).
-        options: build options (``None``: defaults).
-        trt: the ``tensorrt`` module (tests pass a fake); default: import it.
-        device: the GPU (tests pass one); default: :func:`restorekit.device.query_device`.
-        progress: show tqdm bars for the build phases.
-
-    Raises:
-        MissingDependencyError: TensorRT (or a CUDA binding to describe the GPU) is not installed.
-        ManifestError: the ONNX has no manifest or was modified after export.
-        TileSizeError: impossible profile shapes.
-        EngineBuildError: TensorRT rejected the graph or the build failed (out of memory says so).
-    """
-    from restorekit.export import engine_trt
-
-    options = options or EngineBuildOptions()
-    onnx_path = Path(onnx_path)
-    manifest = load_onnx_manifest(onnx_path)
-    if trt is None:
-        trt = engine_trt.import_tensorrt()
-    if device is None:
-        from restorekit.device import query_device
-
-        device = query_device()
-    plan = plan_build(
-        onnx_path, manifest, engine_trt.tensorrt_version(trt), device, options,
-        engine_trt.network_flag_names(trt),
-    )  # fmt: skip
-    cache = plan.timing_cache_path.read_bytes() if plan.timing_cache_path.is_file() else b""
-    monitor = BuildProgress(enabled=progress and plan.progress_monitor)
-    start = time.perf_counter()
-    try:
-        outcome = engine_trt.serialize_engine(trt, plan, onnx_path.read_bytes(), cache, monitor)
-    finally:
-        monitor.close()
-    seconds = time.perf_counter() - start
-    if monitor.cancelled:
-        raise KeyboardInterrupt
-    if outcome.parser_errors is not None:
-        raise parse_failure(onnx_path, outcome.parser_errors)
-    if outcome.engine is None:
-        raise build_failure(plan, outcome.errors, device)
-    write_bytes_atomic(plan.engine_path, outcome.engine)
-    manifest_path = write_manifest(plan.engine_path, plan.manifest)
-    cache_written = False
-    if outcome.timing_cache:
-        # Written only after a successful build, atomically, so a crash never leaves a torn cache.
-        write_bytes_atomic(plan.timing_cache_path, outcome.timing_cache)
-        cache_written = True
-    warnings = tuple(
-        line.removeprefix("warning: ") for line in outcome.log if line.startswith("warning: ")
-    )
-    return EngineBuildResult(
-        plan.engine_path, manifest_path, plan.manifest, plan, seconds, cache_written, warnings
-    )
-
-
-def build_summary(result: EngineBuildResult) -> list[str]:
-    """Lines the CLI prints after a successful build."""
-    size_mb = result.engine_path.stat().st_size / 1e6
-    rec = result.manifest.engine
-    assert rec is not None
-    lines = [
-        *result.plan.describe(),
-        f"built for {rec.gpu_name} (sm_{rec.compute_capability.replace('.', '')}), TensorRT "
-        f"{rec.tensorrt_version}, in {result.seconds:.1f} s",
-        f"wrote {result.engine_path} ({size_mb:.1f} MB), manifest {result.manifest_path.name}",
-    ]
-    if result.trt_warnings:
-        n = len(result.trt_warnings)
-        lines.append(f"TensorRT warned {n} time(s); first: {result.trt_warnings[0]}")
-    return lines
+# --- the command line for the target ----------------------------------------------------------
 
 
 def build_command(onnx_path: str | Path, options: EngineBuildOptions | None = None) -> str:
@@ -666,44 +496,21 @@ def build_command(onnx_path: str | Path, options: EngineBuildOptions | None = No
     return shlex.join(args)
 
 
-def engine_or_command(
-    onnx_path: str | Path, options: EngineBuildOptions | None = None, progress: bool = True
-) -> list[str]:
-    """For ``restore-export --engine``: build the engine if TensorRT is here, else say how to.
-
-    Returns:
-        Lines to print: the build summary, or the ``restore-build`` command to run on the target.
-
-    Raises:
-        Same as :func:`engine_from_onnx`, except a missing TensorRT.
-    """
-    from restorekit.export import engine_trt
-
-    if not engine_trt.tensorrt_available():
-        name = Path(onnx_path).name
-        return [
-            "TensorRT is not installed here, so no engine was built (the ONNX above is verified).",
-            f"Copy {name} and {name}.json to the target device and run there:",
-            "  " + build_command(name, options),
-        ]
-    return build_summary(engine_from_onnx(onnx_path, options, progress=progress))
-
-
 __all__ = [
+    "DEFAULT_DYNAMIC_HW",
     "BuildPlan",
-    "BuildProgress",
     "EngineBuildOptions",
-    "EngineBuildResult",
     "ProfileShapes",
     "build_command",
-    "build_summary",
+    "build_failure",
+    "default_cache_dir",
     "default_workspace_bytes",
-    "engine_from_onnx",
-    "engine_or_command",
     "is_out_of_memory",
     "load_onnx_manifest",
     "network_flags_for",
+    "parse_failure",
     "plan_build",
     "profile_shapes",
+    "shape_text",
     "timing_cache_path",
 ]
