@@ -22,7 +22,7 @@ import onnx
 
 def _timed(which: str, path: str, runs: int, queue) -> None:
     from restorekit.calibration.ranges import (
-        cpu_session,
+        graph_order_session,
         measured_and_derived,
         statistics_graph,
     )
@@ -33,7 +33,7 @@ def _timed(which: str, path: str, runs: int, queue) -> None:
     measured, derived = measured_and_derived(model)
     graph = model if which == "plain" else statistics_graph(model, measured)
     start = time.perf_counter()
-    session = cpu_session(graph, None, optimize=True)
+    session = graph_order_session(graph, None, optimize=True)
     setup = time.perf_counter() - start
     name = model.graph.input[0].name
     session.run(None, {name: x})  # warm-up

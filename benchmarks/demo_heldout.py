@@ -104,12 +104,11 @@ restored by the PyTorch model {tiling}:
 
 def onnx_forward(name: str, folder: Path):
     """Export ``name`` (bundled weights, default tile, batch 8) and return an ORT batch function."""
-    import onnxruntime as ort
-
     from restorekit.export.pipeline import ExportOptions, export_model
+    from restorekit.runtime.ort_backend import ort_session
 
     result = export_model(ExportOptions(model=name, batch=8, output_dir=folder))
-    session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    session = ort_session(result.onnx_path)
     input_name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {input_name: batch})[0]
 

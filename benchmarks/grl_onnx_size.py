@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from restorekit.export.simplify import simplify_graph
 from restorekit.export.trace import INPUT_NAME, onnx_from_model
 from restorekit.models.registry import resolve
+from restorekit.runtime.ort_backend import OrtOptions, ort_session
 
 
 def tensor_bytes(model: onnx.ModelProto) -> int:
@@ -76,9 +76,7 @@ def main() -> None:
             path = Path(tmp) / "grl.onnx"
             onnx.save(graph, str(path))
             size = path.stat().st_size
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = args.threads
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            session = ort_session(path, OrtOptions(threads=args.threads))
             x = torch.rand(
                 1, ref.variant.in_channels, tile, tile, generator=torch.Generator().manual_seed(1)
             )

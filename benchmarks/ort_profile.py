@@ -19,11 +19,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-import onnxruntime as ort
-
 from restorekit.data import sample_paths
 from restorekit.export.verify import image_batch
 from restorekit.manifest import INPUT_NAME, read_manifest
+from restorekit.runtime.ort_backend import OrtOptions, ort_session
 
 
 def profile(
@@ -33,12 +32,8 @@ def profile(
     m = read_manifest(path)
     _, tiles = image_batch(sample_paths()[-1:], m.input, m.tile)
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "profile")
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        options = OrtOptions(threads=threads, quiet=True, profile_prefix=str(Path(tmp) / "profile"))
+        session = ort_session(path, options)
         session.run(None, {INPUT_NAME: tiles[:1]})  # warm-up
         for _ in range(runs):
             session.run(None, {INPUT_NAME: tiles[:1]})

@@ -67,12 +67,10 @@ def _worker_export(name: str, tile: int, path: str, simplify: bool) -> dict:
 
 def _worker_ort(path: str, tile: int, channels: int, runs: int, threads: int) -> dict:
     import numpy as np
-    import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    from restorekit.runtime.ort_backend import OrtOptions, ort_session
+
+    sess = ort_session(path, OrtOptions(threads=threads))
     x = np.random.default_rng(0).random((1, channels, tile, tile), dtype=np.float32)
     before = _maxrss_bytes()
     sess.run(None, {"input": x})  # warm-up: ORT plans its memory on the first run

@@ -107,3 +107,9 @@ def agreement(
         ssim=ssim(clean, ref, data_range, channel_axis),
         nonfinite=bad,
     )
+
+
+def rounded_db(value: float) -> float | str:
+    """A PSNR for a JSON report: rounded to 0.001 dB, ``"inf"`` for identical outputs (JSON has
+    no infinity)."""
+    return "inf" if math.isinf(value) else round(value, 3)

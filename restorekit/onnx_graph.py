@@ -1,6 +1,6 @@
 """Small, torch-free edits of ONNX graphs shared by FP16 planning and INT8 calibration:
 unique node names, topological order, removing orphaned nodes, nodes placed after producers,
-inferred tensor shapes."""
+inferred tensor shapes and the float tensors among them."""
 
 from __future__ import annotations
 
@@ -76,6 +76,22 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | str
         )
         for v in [*inferred.input, *inferred.value_info, *inferred.output]
     }
+
+
+def float_tensors(model: onnx.ModelProto) -> dict[str, list[int | str]]:
+    """Every float32 tensor of the graph with its shape: graph inputs, node outputs, graph
+    outputs (as shape inference reaches them), then float initializers."""
+    floats = {
+        name: dims
+        for name, (elem_type, dims) in tensor_shapes(model).items()
+        if elem_type == onnx.TensorProto.FLOAT
+    }
+    floats.update(
+        (i.name, list(i.dims))
+        for i in model.graph.initializer
+        if i.data_type == onnx.TensorProto.FLOAT
+    )
+    return floats
 
 
 def prune(model: onnx.ModelProto) -> None:

@@ -18,10 +18,9 @@ import numpy as np
 
 from restorekit.errors import InputError
 from restorekit.files import file_sha256
-from restorekit.manifest import INPUT_NAME, OUTPUT_NAME, Manifest
-from restorekit.runtime.backend import Backend, IOSpec
+from restorekit.manifest import Manifest
 from restorekit.runtime.imageio import read_image
-from restorekit.runtime.restore import Restorer, TileOptions
+from restorekit.runtime.restore import input_batches, plan_for
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -66,39 +65,11 @@ def image_files(source: str | Path | Sequence[Path]) -> list[Path]:
     return [Path(p) for p in source]
 
 
-class _TileCapture(Backend):
-    """A backend that keeps the tiles the runtime feeds it and returns zeros.
-
-    Calibration tiles are taken from the runtime's own tiling and pixel conversion (Restorer), so
-    they are exactly what an engine will see: same grid, reflect padding and model units.
-    """
-
-    name = "tile capture"
-
-    def __init__(self, manifest: Manifest, tile: tuple[int, int]) -> None:
-        super().__init__()
-        c_in, c_out, s = manifest.input.channels, manifest.output.channels, manifest.scale
-        self._in = IOSpec(INPUT_NAME, (1, c_in, *tile), np.dtype(np.float32))
-        self._out = IOSpec(OUTPUT_NAME, (1, c_out, tile[0] * s, tile[1] * s), np.dtype(np.float32))
-        self.tiles: list[np.ndarray] = []
-
-    def _activate(self) -> None:
-        pass
-
-    def _deactivate(self) -> None:
-        pass
-
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        self.tiles.append(batch[0].copy())
-        return np.zeros(self._out.shape, np.float32)
-
-
 def runtime_tiles(image: np.ndarray, manifest: Manifest, tile: tuple[int, int]) -> list[np.ndarray]:
-    """Every (C, H, W) model-input tile the runtime would cut from ``image`` for this manifest."""
-    capture = _TileCapture(manifest, tile)
-    with capture:
-        Restorer(capture, manifest.replace(tile=tile), TileOptions(batch=1)).infer_image(image)
-    return capture.tiles
+    """Every (C, H, W) model-input tile the runtime would cut from ``image`` for this manifest:
+    the runtime's own plan and tile iterator, so the same grid, reflect padding and model units."""
+    plan = plan_for(manifest, image.shape[:2], tile)
+    return [tiles.array[0].copy() for tiles in input_batches(image, manifest, plan)]
 
 
 def feeds_from_images(

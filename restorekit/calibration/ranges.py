@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from restorekit.errors import require
-from restorekit.onnx_graph import after_producers, tensor_shapes
+from restorekit.onnx_graph import after_producers, float_tensors
+from restorekit.runtime.ort_backend import OrtOptions, ort_session
 
 # |output| <= max |float input|: values moved, selected, or shrunk towards zero.
 NOT_GROWING = {
@@ -44,13 +44,13 @@ class TensorRange:
     nonfinite: int
 
 
-def float_tensors(model: onnx.ModelProto) -> dict[str, int]:
+def activation_sizes(model: onnx.ModelProto) -> dict[str, int]:
     """Float32 node outputs of the main graph and their element count per sample (batch 1)."""
     produced = {o for n in model.graph.node for o in n.output}
     return {
         name: int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in dims]))
-        for name, (elem_type, dims) in tensor_shapes(model).items()
-        if elem_type == TensorProto.FLOAT and name in produced
+        for name, dims in float_tensors(model).items()
+        if name in produced
     }
 
 
@@ -75,7 +75,7 @@ def session_exposing(model: onnx.ModelProto, names: list[str], threads: int | No
     for name in names:
         exposed.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     # Keep every tensor as named: fusions would drop the ones we ask for.
-    return cpu_session(exposed, threads, optimize=False)
+    return graph_order_session(exposed, threads, optimize=False)
 
 
 def measured_and_derived(
@@ -87,7 +87,7 @@ def measured_and_derived(
     A node's output is derived when every float input has a range: measured, derived earlier, or
     an initializer (graph inputs are not measured, so a node reading one is measured).
     """
-    floats = float_tensors(model)
+    floats = activation_sizes(model)
     inits = {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
     inputs = {
         i.name for i in model.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT
@@ -157,7 +157,7 @@ def _statistics_by_batch(
     threads: int | None,
 ) -> Iterator[list[tuple[float, ...]]]:
     """Per batch, per tensor in ``names``, its ``stats`` (:func:`statistics_graph`) as floats."""
-    session = cpu_session(statistics_graph(model, names, stats), threads, optimize=True)
+    session = graph_order_session(statistics_graph(model, names, stats), threads, optimize=True)
     input_name = model.graph.input[0].name
     n = len(stats)
     for b in batches:
@@ -172,7 +172,7 @@ def tensor_min_max(
     over ``batches``, computed inside the graph: one session, the memory of a forward pass."""
     if names is None:
         names = [i.name for i in model.graph.input
-                 if i.type.tensor_type.elem_type == TensorProto.FLOAT] + list(float_tensors(model))  # fmt: skip
+                 if i.type.tensor_type.elem_type == TensorProto.FLOAT] + list(activation_sizes(model))  # fmt: skip
     lo = dict.fromkeys(names, np.inf)
     hi = dict.fromkeys(names, -np.inf)
     for per_tensor in _statistics_by_batch(model, names, MIN_MAX, batches, None):
@@ -225,7 +225,7 @@ def _count_nonfinite(
     model: onnx.ModelProto, names: list[str], batches: list[np.ndarray], threads: int | None
 ) -> dict[str, TensorRange]:
     """Exact max |finite value| and NaN/Inf count of a few tensors, exposed whole."""
-    sizes = {k: v for k, v in float_tensors(model).items() if k in set(names)}
+    sizes = {k: v for k, v in activation_sizes(model).items() if k in set(names)}
     input_name = model.graph.input[0].name
     batch = max(b.shape[0] for b in batches)
     stats: dict[str, list[float]] = {}
@@ -241,19 +241,16 @@ def _count_nonfinite(
     return {k: TensorRange(v[0], int(v[1])) for k, v in stats.items()}
 
 
-def cpu_session(model: onnx.ModelProto, threads: int | None, optimize: bool):
-    """A CPU ONNX Runtime session running nodes in graph order (full optimisation if asked)."""
-    ort = require("onnxruntime", "calibration", "Measuring activation ranges")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if optimize
-        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+def graph_order_session(model: onnx.ModelProto, threads: int | None, optimize: bool):
+    """A quiet CPU session that runs nodes in graph order (full optimisation if asked).
+
+    Graph order puts each reduction right after its tensor's producer. The default order may run
+    all reductions last and hold every activation at once (10x the memory, measured).
+    """
+    options = OrtOptions(
+        threads=threads,
+        graph_optimization="all" if optimize else "disable",
+        execution_order="priority",
+        quiet=True,
     )
-    # Graph order, which puts each reduction right after its tensor's producer. The default order
-    # may run all reductions last and hold every activation at once (10x the memory, measured).
-    opts.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort_session(model.SerializeToString(), options)

@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from restorekit.calibration.ranges import cpu_session, float_tensors
-from restorekit.metrics import Agreement
+from restorekit.calibration.ranges import activation_sizes, graph_order_session
+from restorekit.metrics import Agreement, rounded_db
 from restorekit.onnx_graph import after_producers, prune
 
 
@@ -151,7 +151,9 @@ def tensor_psnr(
     """
     # Unoptimised: fused nodes are new nodes that run last in graph order, so with fusions the
     # reference raced ahead and held its activations (19 GB for MPRNet-deblur, measured).
-    session = cpu_session(comparison_graph(reference, candidate, names), None, optimize=False)
+    session = graph_order_session(
+        comparison_graph(reference, candidate, names), None, optimize=False
+    )
     input_name = reference.graph.input[0].name
     mse = np.zeros(len(names))
     peak = np.zeros(len(names))
@@ -180,7 +182,7 @@ def layer_sensitivity(
     # operators in place), or whose tensors are not float (a Concat of shape values: nothing
     # to quantize), cannot be compared: it is ranked last.
     in_qdq = {o for n in qdq.graph.node for o in n.output} | {graph_input}
-    comparable = in_qdq & (set(float_tensors(fp32)) | {graph_input})
+    comparable = in_qdq & (set(activation_sizes(fp32)) | {graph_input})
     unknown = [name for name, pair in pairs.items() if not set(pair) <= comparable]
     pairs = {name: pair for name, pair in pairs.items() if name not in unknown}
     tensors = sorted({t for pair in pairs.values() for t in pair} - {graph_input})
@@ -248,7 +250,7 @@ def search_exclusions(
     limit = max(1, int(len(layers) * max_fraction))
     figures = evaluate(qdq)
     result = SearchResult(qdq, figures, [], _meets(figures, min_psnr), limit)
-    result.trail.append({"excluded": 0, "psnr": _db(figures.psnr), "nonfinite": figures.nonfinite})
+    result.trail.append({"excluded": 0, "psnr": rounded_db(figures.psnr), "nonfinite": figures.nonfinite})
     if result.met:
         return result
     say("measuring per-layer sensitivity")
@@ -261,7 +263,7 @@ def search_exclusions(
         candidate = without(order[:k]) if without else restore_float(qdq, fp32, order[:k])
         figures = evaluate(candidate)
         result.trail.append(
-            {"excluded": k, "psnr": _db(figures.psnr), "nonfinite": figures.nonfinite}
+            {"excluded": k, "psnr": rounded_db(figures.psnr), "nonfinite": figures.nonfinite}
         )
         result.model, result.figures, result.excluded = candidate, figures, order[:k]
         result.met = _meets(figures, min_psnr)
@@ -272,7 +274,3 @@ def search_exclusions(
 
 def _meets(figures: Agreement, min_psnr: float) -> bool:
     return figures.nonfinite == 0 and figures.psnr >= min_psnr
-
-
-def _db(value: float) -> float | str:
-    return "inf" if math.isinf(value) else round(value, 3)

@@ -114,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=args.output, opset=args.opset, simplify=not args.no_simplify,
             dynamic=args.dynamic, images=tuple(args.images) if args.images else None,
             seed=args.seed, precision="fp16" if args.fp16 else "int8" if args.int8 else "fp32",
-            calib=args.calib, calib_count=args.calib_count,
-            calib_method=args.calib_method
-            or ("minmax" if args.int8_layout == "ort-cpu" else "entropy"),
+            calib=args.calib, calib_count=args.calib_count, calib_method=args.calib_method,
             min_psnr=args.min_psnr, int8_layout=args.int8_layout,
         )  # fmt: skip
         cpu_int8 = args.int8_layout == "ort-cpu"
@@ -139,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             result = export_model(options, on_stage)
             bar.update(bar.total - bar.n)
         print("\n".join(export_summary(result)))
-        from restorekit.export.engine import build_command, engine_or_command
+        from restorekit.cli.build import engine_or_command
+        from restorekit.tensorrt.plan import build_command
 
         if args.engine:
             print("\n".join(engine_or_command(result.onnx_path)))

@@ -11,22 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.errors import require
 from restorekit.manifest import INPUT_NAME
 from restorekit.metrics import Agreement, agreement
+from restorekit.runtime.ort_backend import OrtOptions, ort_session
 
 
 class OrtSession:
-    """A CPU ONNX Runtime session over an in-memory or on-disk graph, for checks."""
+    """A CPU ONNX Runtime session over an in-memory or on-disk graph, for checks: runs a batch of
+    the graph's image input and returns its first output."""
 
     def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
-        ort = require("onnxruntime", "ort", "Checking an ONNX graph")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        src = model if isinstance(model, bytes) else str(model)
-        self._session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+        self._session = ort_session(model, OrtOptions(threads=threads, quiet=True))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {INPUT_NAME: batch})[0]

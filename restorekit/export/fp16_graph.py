@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from restorekit.onnx_graph import topological_sort
+from restorekit.onnx_graph import float_tensors, topological_sort
 
 # (op_type, input index) that must stay float32 whatever the node computes in.
 FIXED_FP32_INPUTS = {("Resize", 2), ("Upsample", 1)}
@@ -21,24 +21,10 @@ FIXED_FP32_INPUTS = {("Resize", 2), ("Upsample", 1)}
 NEVER_FP16 = {"Shape", "Size", "Cast", "Constant", "ConstantOfShape", "Range", "NonZero", "TopK"}
 
 
-def float_tensors(model: onnx.ModelProto) -> set[str]:
-    """Names of every float32 tensor of the graph (inputs, initializers, node outputs)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    names = {
-        v.name
-        for v in list(inferred.graph.value_info)
-        + list(inferred.graph.input)
-        + list(inferred.graph.output)
-        if v.type.tensor_type.elem_type == TensorProto.FLOAT
-    }
-    names |= {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
-    return names
-
-
 def convert_to_fp16(model: onnx.ModelProto, keep: set[str] | list[str]) -> onnx.ModelProto:
     """FP16 copy of ``model`` (nodes must be named); ``keep`` nodes compute in FP32."""
     keep = set(keep)
-    floats = float_tensors(model)
+    floats = set(float_tensors(model))
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph

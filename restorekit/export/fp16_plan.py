@@ -25,7 +25,7 @@ import onnx
 from restorekit.calibration.ranges import TensorRange, activation_ranges
 from restorekit.export.compare import score_graph
 from restorekit.export.fp16_graph import convert_to_fp16
-from restorekit.metrics import Agreement
+from restorekit.metrics import Agreement, rounded_db
 from restorekit.onnx_graph import name_nodes
 
 FP16_MAX = 65504.0
@@ -132,7 +132,7 @@ def plan_fp16(
         say(f"trying {op_type} in FP16")
         fig = evaluate(to_fp16(model, trial_keep))
         ok = fig.nonfinite == 0 and fig.psnr >= min_psnr + RELEASE_MARGIN_DB
-        plan.trail.append({"release": op_type, "nodes": len(fragile[op_type]), "psnr": _db(fig.psnr),
+        plan.trail.append({"release": op_type, "nodes": len(fragile[op_type]), "psnr": rounded_db(fig.psnr),
                            "nonfinite": fig.nonfinite, "kept_in_fp16": ok})  # fmt: skip
         if ok:
             plan.released.append(op_type)
@@ -142,9 +142,6 @@ def plan_fp16(
     plan.overflow_risks = fp16_overflow_risks(final, ranges)
     return plan, final
 
-
-def _db(value: float) -> float | str:
-    return "inf" if value == float("inf") else round(value, 3)
 
 
 def evaluator(

@@ -16,10 +16,10 @@ import onnx
 
 from restorekit.calibration.cache import CalibrationCache, cache_from_amax
 from restorekit.calibration.feeds import CalibrationSet
-from restorekit.calibration.qdq import qdq_from_model, quantizable_nodes
+from restorekit.calibration.qdq import default_method, qdq_from_model, quantizable_nodes
 from restorekit.calibration.search import search_exclusions
 from restorekit.errors import VerificationError
-from restorekit.export.precision import evaluator, plan_fp16
+from restorekit.export.fp16_plan import evaluator, plan_fp16
 from restorekit.export.verify import ReferenceSet
 from restorekit.manifest import CalibrationRecord, PrecisionPlan
 from restorekit.onnx_graph import name_nodes
@@ -37,7 +37,7 @@ class LoweredGraph:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def fp16_graph(
+def fp16_from_fp32(
     fp32: onnx.ModelProto,
     calibration: CalibrationSet,
     refs: ReferenceSet,
@@ -45,7 +45,7 @@ def fp16_graph(
     min_psnr: float,
     say: Callable[[str], None],
 ) -> LoweredGraph:
-    """Mixed-precision FP16 graph; fragile and out-of-range nodes kept FP32 (see precision.py)."""
+    """Mixed-precision FP16 graph; fragile and out-of-range nodes kept FP32 (see fp16_plan.py)."""
     model = _named_copy(fp32)
     evaluate = evaluator(refs.inputs, refs.expected, value_range)
     plan, fp16 = plan_fp16(model, list(calibration.batches(1)), evaluate, min_psnr, say)
@@ -69,13 +69,13 @@ def fp16_graph(
     )
 
 
-def int8_graph(
+def int8_from_fp32(
     fp32: onnx.ModelProto,
     calibration: CalibrationSet,
     refs: ReferenceSet,
     value_range: float,
     min_psnr: float,
-    method: str,
+    method: str | None,
     max_fraction: float,
     tensorrt_version: str,
     say: Callable[[str], None],
@@ -84,8 +84,9 @@ def int8_graph(
     """Calibrated Q/DQ graph; the most sensitive layers are kept out of INT8 until ``min_psnr``.
 
     ``layout`` is ``tensorrt`` or ``ort-cpu`` (see :func:`qdq_from_model`); only the TensorRT
-    layout has a TensorRT calibration cache.
+    layout has a TensorRT calibration cache. ``method`` ``None`` takes the layout's default.
     """
+    method = method or default_method(layout)
     model = _named_copy(fp32)
     say(f"calibrating ({method}, {calibration.count} tiles)")
     with tempfile.TemporaryDirectory(prefix="restorekit-ranges-") as tmp:

@@ -52,7 +52,8 @@ from restorekit.manifest import (
     write_manifest,
 )
 from restorekit.models.build import BuiltModel, model_from_name
-from restorekit.models.registry import ModelRef, resolve
+from restorekit.models.registry import resolve
+from restorekit.models.spec import ModelRef
 from restorekit.naming import artifact_stem, onnx_name, precision_label, report_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -84,7 +85,8 @@ class ExportOptions:
         build_overrides: constructor arguments replacing the variant's (tiny test configs).
         precision: ``fp32``, ``fp16`` or ``int8`` (the FP32 graph is always written too).
         calib: folder of calibration photos; default: the shipped sample photos.
-        calib_method: ``entropy``, ``minmax`` or ``percentile`` (INT8).
+        calib_method: ``entropy``, ``minmax`` or ``percentile`` (INT8); default: the layout's
+            (entropy for ``tensorrt``, min-max for ``ort-cpu``).
         calib_count: number of calibration tiles.
         min_psnr: PSNR target against PyTorch FP32; default: the per-model table.
         int8_max_excluded: largest fraction of layers the INT8 search may keep in float.
@@ -106,7 +108,7 @@ class ExportOptions:
     build_overrides: Mapping[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
     calib: Path | None = None
-    calib_method: str = "entropy"
+    calib_method: str | None = None
     calib_count: int = 32
     min_psnr: float | None = None
     int8_max_excluded: float = 0.25
@@ -302,7 +304,7 @@ def _export_lowered(
     # Imported here: calibration pulls in ONNX Runtime's quantization tools, unused for FP32.
     from restorekit.calibration.cache import write_cache
     from restorekit.calibration.feeds import feeds_from_images
-    from restorekit.export.lower_precision import fp16_graph, int8_graph
+    from restorekit.export.lower_precision import fp16_from_fp32, int8_from_fp32
 
     precision = options.precision
     targets = targets_for(ref.spec.name)
@@ -318,9 +320,9 @@ def _export_lowered(
     )
     stage("lower")
     if precision == "fp16":
-        lowered = fp16_graph(fp32_model, calibration, refs, vr, min_psnr, say)
+        lowered = fp16_from_fp32(fp32_model, calibration, refs, vr, min_psnr, say)
     else:
-        lowered = int8_graph(fp32_model, calibration, refs, vr, min_psnr, options.calib_method,
+        lowered = int8_from_fp32(fp32_model, calibration, refs, vr, min_psnr, options.calib_method,
                              options.int8_max_excluded, options.tensorrt_version, say,
                              options.int8_layout)  # fmt: skip
     check_graph(lowered.model)

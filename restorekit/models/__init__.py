@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from restorekit.models.registry import REGISTRY, ArchSpec, ModelRef, Variant, resolve
+from restorekit.models.registry import REGISTRY, resolve
+from restorekit.models.spec import ArchSpec, ModelRef, Variant
 
 __all__ = ["REGISTRY", "ArchSpec", "ModelRef", "Variant", "resolve"]

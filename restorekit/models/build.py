@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from restorekit.models.checkpoint import load_weights
-from restorekit.models.registry import ModelRef, resolve
+from restorekit.models.registry import resolve
+from restorekit.models.spec import ModelRef
 
 
 @dataclass(frozen=True)

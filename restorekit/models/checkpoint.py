@@ -20,7 +20,8 @@ from torch import nn
 
 from restorekit.errors import WeightsError
 from restorekit.files import file_sha256
-from restorekit.models.registry import REGISTRY, CheckpointFormat, ModelRef
+from restorekit.models.registry import REGISTRY
+from restorekit.models.spec import CheckpointFormat, ModelRef
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -23,12 +23,11 @@ import torch
 from restorekit.errors import InputError
 from restorekit.metrics import psnr
 from restorekit.models.build import BuiltModel, model_from_name
-from restorekit.models.nlrn import official_patch_average
-from restorekit.models.registry import ModelRef
+from restorekit.models.spec import ModelRef
+from restorekit.runtime.pixels import gray_from_rgb
+from restorekit.runtime.tiling import plan_tiles, run_tiled, tile_batches
 
 SIGMA = 25.0 / 255.0
-# ITU-R BT.601 luma, used to turn the colour sample photos into gray ones for gray models.
-_LUMA = np.array([0.299, 0.587, 0.114])
 # Held out: the package's sample photos come from these scikit-image images (never train on them).
 HELD_OUT_SOURCES = ("astronaut", "camera", "chelsea", "cat", "coffee", "rocket")
 # Natural photos and textures in the scikit-image wheel (no download), RGB then gray.
@@ -65,7 +64,7 @@ def training_images(channels: int) -> list[np.ndarray]:
             img = img[..., None]
         img = img[..., :3]
         if channels == 1 and img.shape[2] == 3:
-            img = (img @ _LUMA.astype(np.float32))[..., None]
+            img = gray_from_rgb(img)[..., None]
         elif channels == 3 and img.shape[2] == 1:
             img = np.repeat(img, 3, axis=2)
         images.append(np.ascontiguousarray(img))
@@ -104,7 +103,7 @@ def to_model_channels(image: np.ndarray, channels: int) -> np.ndarray:
         InputError: a gray image for a colour model.
     """
     if channels == 1:
-        return image @ _LUMA if image.ndim == 3 else image
+        return gray_from_rgb(image) if image.ndim == 3 else image
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"this model restores RGB images; got shape {image.shape}")
     return image
@@ -116,33 +115,31 @@ def tiled_restore(
     """Restore a float image in [0, 1] (HWC RGB or HW gray) with ``forward``, in [0, 1].
 
     ``forward`` maps an NCHW float32 batch in the model's value range to its output batch (a
-    PyTorch module or an ONNX Runtime session). The image is reflect-padded to the architecture's
-    size multiple, cut into tiles of the variant's default tile (the whole image when it is
-    smaller) with the variant's overlap, and the overlapping outputs are averaged: for NLRN this
-    is exactly the official patch protocol, for the others a plain reference good enough for a
-    demo.
+    PyTorch module or an ONNX Runtime session). The image goes through the runtime's own tiler
+    with the variant's default tile, overlap and blend, as ``restore-run`` cuts it for an
+    artifact exported at that tile, so the demo shows what a deployed model gives (without the
+    final rounding to 8 bits).
 
     Raises:
         InputError: the image's channels do not match the model.
     """
-    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
-    if chw.shape[0] != ref.variant.in_channels:
+    hwc = image[:, :, None] if image.ndim == 2 else image
+    if hwc.shape[2] != ref.variant.in_channels:
         raise InputError(
-            f"{ref.name} takes {ref.variant.in_channels}-channel images, got {chw.shape[0]}"
+            f"{ref.name} takes {ref.variant.in_channels}-channel images, got {hwc.shape[2]}"
         )
-    h, w = chw.shape[1:]
-    ph, pw = ref.spec.size_rule.padded_shape(h, w)
-    tile = min(ref.variant.default_tile[0], ph, pw)
-    ph, pw = max(ph, tile), max(pw, tile)
-    padded = np.pad(chw, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect")
-    stride = max(1, tile - ref.overlap) if tile < max(ph, pw) else tile
-    scale = ref.variant.value_range
+    scale = np.float32(ref.variant.value_range)
+    plan = plan_tiles(
+        hwc.shape[:2], ref.variant.default_tile, ref.overlap, scale=ref.variant.scale,
+        blend=ref.spec.blend,
+    )  # fmt: skip
 
-    def scaled(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(forward((batch * scale).astype(np.float32)), dtype=np.float64) / scale
+    def to_model(tile: np.ndarray, out: np.ndarray) -> None:
+        out[...] = tile.transpose(2, 0, 1) * scale
 
-    out = official_patch_average(padded, scaled, patch=tile, stride=stride, batch=8)
-    out = np.clip(out[:, :h, :w], 0.0, 1.0)
+    batches = tile_batches(hwc, plan, batch=8, pad_batch=False, prepare=to_model)
+    result = run_tiled(plan, batches, lambda arrays: (forward(a) for a in arrays))
+    out = np.clip(result.output.astype(np.float64) / scale, 0.0, 1.0)
     return out[0] if image.ndim == 2 else out.transpose(1, 2, 0)
 
 

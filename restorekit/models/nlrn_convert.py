@@ -31,7 +31,8 @@ import numpy as np
 
 from restorekit.errors import WeightsError, require
 from restorekit.files import write_bytes_atomic
-from restorekit.models.registry import REGISTRY, ModelRef, resolve
+from restorekit.models.registry import REGISTRY, resolve
+from restorekit.models.spec import ModelRef
 from restorekit.models.tf_checkpoint import TFCheckpoint
 
 ARCH = "nlrn"

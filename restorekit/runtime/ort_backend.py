@@ -1,4 +1,10 @@
-"""ONNX Runtime backend: the reference that runs everywhere (CPU, CUDA, TensorRT provider)."""
+"""ONNX Runtime: the one place sessions are made (:func:`ort_session`), and the backend over them,
+the reference that runs everywhere (CPU, CUDA, TensorRT provider).
+
+Export checks, calibration, the INT8 search and the runtime all open their sessions through
+:func:`ort_session`, so provider fall-back checks, threads and optimisation levels are decided
+once.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
+EXECUTION_ORDERS = ("default", "priority")
 
 _ORT_DTYPES = {
     "tensor(float)": np.dtype(np.float32),
@@ -43,6 +50,10 @@ class OrtOptions:
         device_id: CUDA device for the GPU providers.
         threads: intra-op threads (``None``: one per core).
         graph_optimization: ``disable``, ``basic``, ``extended`` or ``all``.
+        execution_order: ``default`` or ``priority`` (nodes run in graph order; graphs that put
+            reductions right after each measured tensor need it to free tensors early).
+        quiet: log errors only (checks and calibration run many sessions).
+        profile_prefix: write ONNX Runtime's JSON profile under this prefix (benchmarks).
         trt_fp16 / trt_int8: let the TensorRT provider pick FP16/INT8 kernels (legacy, weakly
             typed; restorekit's typed FP16/Q-DQ graphs do not need them).
         trt_engine_cache: folder where the TensorRT provider caches built engines.
@@ -56,6 +67,9 @@ class OrtOptions:
     device_id: int = 0
     threads: int | None = None
     graph_optimization: str | None = None
+    execution_order: str | None = None
+    quiet: bool = False
+    profile_prefix: str | None = None
     trt_fp16: bool = False
     trt_int8: bool = False
     trt_engine_cache: Path | None = None
@@ -72,6 +86,11 @@ class OrtOptions:
             raise ProviderError(
                 f"unknown graph optimisation level {self.graph_optimization!r}; choose one of "
                 f"{', '.join(GRAPH_OPT_LEVELS)}"
+            )
+        if self.execution_order is not None and self.execution_order not in EXECUTION_ORDERS:
+            raise ProviderError(
+                f"unknown execution order {self.execution_order!r}; choose one of "
+                f"{', '.join(EXECUTION_ORDERS)}"
             )
         if self.threads is not None and self.threads < 1:
             raise ProviderError(f"threads must be >= 1, got {self.threads}")
@@ -105,6 +124,59 @@ def ort_providers(options: OrtOptions) -> list[tuple[str, dict[str, Any]]]:
     return [("TensorrtExecutionProvider", trt), cuda, cpu]
 
 
+def ort_session(model: bytes | str | Path, options: OrtOptions | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` over a graph file or serialized graph, as ``options``
+    say; the chosen provider must really load.
+
+    Raises:
+        MissingDependencyError: ONNX Runtime is not installed.
+        ProviderError: the provider is not in this ONNX Runtime, or failed to load (ONNX Runtime
+            would silently run on the CPU instead).
+        ManifestError: ONNX Runtime cannot load the graph.
+    """
+    ort = require("onnxruntime", "ort", "ONNX Runtime")
+    options = options or OrtOptions()
+    wanted = PROVIDERS[options.provider]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise ProviderError(
+            f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}); "
+            "install onnxruntime-gpu with matching CUDA/TensorRT, or use --provider cpu"
+        )
+    so = ort.SessionOptions()
+    if options.quiet:
+        so.log_severity_level = 3
+    if options.threads is not None:
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+    if options.graph_optimization is not None:
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[options.graph_optimization]
+    if options.execution_order == "priority":
+        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    if options.profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = options.profile_prefix
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        session = ort.InferenceSession(source, sess_options=so, providers=ort_providers(options))
+    except Exception as exc:  # ORT raises its own untyped errors for bad files
+        what = "the graph" if isinstance(model, bytes) else str(model)
+        raise ManifestError(f"ONNX Runtime cannot load {what}: {exc}") from exc
+    if wanted not in session.get_providers():
+        # ORT silently falls back to CPU when a GPU provider fails to initialise.
+        raise ProviderError(
+            f"{wanted} did not load (no GPU, or CUDA/TensorRT libraries missing); the session "
+            f"would run on {', '.join(session.get_providers())}. Use --provider cpu or fix "
+            "the GPU setup"
+        )
+    return session
+
+
 class OrtBackend(Backend):
     """Runs an ``.onnx`` artifact with ONNX Runtime.
 
@@ -129,41 +201,9 @@ class OrtBackend(Backend):
         return list(self._session.get_providers()) if self._session is not None else []
 
     def _activate(self) -> None:
-        ort = require("onnxruntime", "ort", "the ONNX Runtime backend")
         if not self.path.is_file():
             raise ManifestError(f"ONNX file not found: {self.path}")
-        wanted = PROVIDERS[self.options.provider]
-        available = ort.get_available_providers()
-        if wanted not in available:
-            raise ProviderError(
-                f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}); "
-                "install onnxruntime-gpu with matching CUDA/TensorRT, or use --provider cpu"
-            )
-        so = ort.SessionOptions()
-        if self.options.threads is not None:
-            so.intra_op_num_threads = self.options.threads
-            so.inter_op_num_threads = 1
-        if self.options.graph_optimization is not None:
-            level = {
-                "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            }[self.options.graph_optimization]
-            so.graph_optimization_level = level
-        try:
-            session = ort.InferenceSession(
-                str(self.path), sess_options=so, providers=ort_providers(self.options)
-            )
-        except Exception as exc:  # ORT raises its own untyped errors for bad files
-            raise ManifestError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
-        if wanted not in session.get_providers():
-            # ORT silently falls back to CPU when a GPU provider fails to initialise.
-            raise ProviderError(
-                f"{wanted} did not load (no GPU, or CUDA/TensorRT libraries missing); the session "
-                f"would run on {', '.join(session.get_providers())}. Use --provider cpu or fix "
-                "the GPU setup"
-            )
+        session = ort_session(self.path, self.options)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
             raise ManifestError(

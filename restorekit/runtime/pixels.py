@@ -9,11 +9,17 @@ import numpy as np
 from restorekit.errors import InputError
 from restorekit.manifest import TensorSpec
 
-# ITU-R BT.601 luma, as OpenCV's RGB2GRAY.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# ITU-R BT.601 luma weights of R, G, B, as OpenCV's RGB2GRAY.
+LUMA_BT601 = (0.299, 0.587, 0.114)
 # "Y" models (JPEG artefact removal, SR on Y) were trained on studio-range Y as MATLAB's rgb2ycbcr
 # and scikit-image compute it: Y = (16 + 219 * luma) / 255. "GRAY" models take full-range luma.
 _STUDIO_OFFSET, _STUDIO_GAIN = np.float32(16.0 / 255.0), np.float32(219.0 / 255.0)
+
+
+def gray_from_rgb(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an (..., 3) RGB float image: (...,), in the input's float type."""
+    weights = np.asarray(LUMA_BT601, dtype=rgb.dtype if rgb.dtype.kind == "f" else np.float32)
+    return rgb @ weights
 
 
 def studio_from_full(y: np.ndarray) -> np.ndarray:
@@ -65,7 +71,7 @@ def to_model_input(
     if x.ndim != 3 or x.shape[2] not in (1, 3):
         raise InputError(f"expected an RGB or gray image, got shape {image.shape}")
     if spec.channels == 1 and x.shape[2] == 3:
-        x = (x @ _LUMA)[:, :, None]
+        x = gray_from_rgb(x)[:, :, None]
     elif spec.channels == 3 and x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
     if spec.channels == 1 and spec.color_order == "Y":

@@ -3,7 +3,7 @@ gray-model-on-colour handling and the NaN/Inf check. Frames of a video reuse the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +12,7 @@ from restorekit.errors import InputError, ManifestError, TileSizeError
 from restorekit.manifest import Manifest
 from restorekit.runtime.backend import Backend
 from restorekit.runtime.pixels import (
+    gray_from_rgb,
     luma_chroma,
     output_to_image,
     quantize,
@@ -19,7 +20,17 @@ from restorekit.runtime.pixels import (
     to_model_input,
     to_unit_output,
 )
-from restorekit.runtime.tiling import NonFiniteTile, TiledResult, TilePlan, plan_tiles, run_tiled
+from restorekit.runtime.tiling import (
+    NonFiniteTile,
+    TileBatch,
+    TiledResult,
+    TilePlan,
+    check_tile_multiple,
+    plan_tiles,
+    round_up,
+    run_tiled,
+    tile_batches,
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,72 @@ class Restored:
     tiles: int = 0
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+def plan_for(
+    manifest: Manifest,
+    shape: tuple[int, int],
+    tile: tuple[int, int] | None,
+    overlap: int | None = None,
+) -> TilePlan:
+    """The tile plan the runtime uses for an image of (height, width) ``shape``.
+
+    Args:
+        manifest: the artifact's manifest (overlap, blend, scale, size multiple, safe area).
+        shape: the image's (height, width).
+        tile: the tile the artifact runs; ``None`` for a dynamic graph run on the whole image,
+            padded to the size multiple.
+        overlap: a user's overlap (checked against the tile); ``None``: the manifest's.
+
+    Raises:
+        TileSizeError: the whole image exceeds the safe tile area, or the overlap is too large.
+    """
+    m = manifest
+    if tile is None:
+        # Dynamic graph and no tile asked for: one pass over the image padded to multiple_of.
+        whole = (round_up(shape[0], m.multiple_of), round_up(shape[1], m.multiple_of))
+        if m.max_tile_area is not None and whole[0] * whole[1] > m.max_tile_area:
+            raise TileSizeError(
+                f"a {shape[0]}x{shape[1]} image in one pass exceeds {m.model}'s safe tile area "
+                f"of {m.max_tile_area} px (attention memory grows with the square of the "
+                "area); pass --tile, e.g. --tile 256"
+            )
+        return plan_tiles(shape, whole, 0, scale=m.scale, blend=m.blend, margin=0)
+    wanted = m.overlap if overlap is None else overlap
+    fitted = min(wanted, min(tile) // 2) if m.blend == "feather" else wanted
+    if overlap is not None and fitted != overlap:
+        raise TileSizeError(
+            f"overlap {overlap} is more than half the tile {tile[0]}x{tile[1]}; "
+            "choose a smaller --overlap"
+        )
+    return plan_tiles(shape, tuple(tile), fitted, scale=m.scale, blend=m.blend)
+
+
+def input_batches(
+    image: np.ndarray,
+    manifest: Manifest,
+    plan: TilePlan,
+    *,
+    batch: int = 1,
+    pad_batch: bool = True,
+    dtype: np.dtype | type = np.float32,
+) -> Iterator[TileBatch]:
+    """The tiles of an image, batched, in the model's input convention (channels, colour order,
+    value range), as the runtime feeds them to the model.
+
+    Raises:
+        InputError: unsupported image shape or dtype.
+    """
+    image = _check_image(image)
+    hwc = image[:, :, None] if image.ndim == 2 else image
+    spec = manifest.input
+    return tile_batches(
+        hwc,
+        plan,
+        batch=batch,
+        pad_batch=pad_batch,
+        prepare=lambda tile, out: to_model_input(tile, spec, out),
+        channels=spec.channels,
+        dtype=dtype,
+    )
 
 
 class Restorer:
@@ -89,15 +164,8 @@ class Restorer:
                     "export another tile shape"
                 )
         elif self.options.tile is not None:
-            m = manifest.multiple_of
-            th, tw = self.options.tile
-            if th % m or tw % m:
-                raise TileSizeError(
-                    f"tile {th}x{tw} is not a multiple of {m}; use e.g. --tile "
-                    f"{_round_up(th, m)}x{_round_up(tw, m)}"
-                )
+            check_tile_multiple(self.options.tile, manifest.multiple_of, manifest.model)
         self.batch, self.pad_batch = self._batch(spec.static_batch)
-        self.overlap = manifest.overlap if self.options.overlap is None else self.options.overlap
         self._plans: dict[tuple[int, int], TilePlan] = {}
 
     def _batch(self, static: int | None) -> tuple[int, bool]:
@@ -127,25 +195,9 @@ class Restorer:
         return plan
 
     def _make_plan(self, shape: tuple[int, int]) -> TilePlan:
-        m = self.manifest
-        tile = self.static_tile or self.options.tile
-        if tile is None:
-            # Dynamic graph and no tile asked for: one pass over the image padded to multiple_of.
-            whole = (_round_up(shape[0], m.multiple_of), _round_up(shape[1], m.multiple_of))
-            if m.max_tile_area is not None and whole[0] * whole[1] > m.max_tile_area:
-                raise TileSizeError(
-                    f"a {shape[0]}x{shape[1]} image in one pass exceeds {m.model}'s safe tile area "
-                    f"of {m.max_tile_area} px (attention memory grows with the square of the "
-                    "area); pass --tile, e.g. --tile 256"
-                )
-            return plan_tiles(shape, whole, 0, scale=m.scale, blend=m.blend, margin=0)
-        overlap = min(self.overlap, min(tile) // 2) if m.blend == "feather" else self.overlap
-        if self.options.overlap is not None and overlap != self.options.overlap:
-            raise TileSizeError(
-                f"overlap {self.options.overlap} is more than half the tile {tile[0]}x{tile[1]}; "
-                "choose a smaller --overlap"
-            )
-        return plan_tiles(shape, tuple(tile), overlap, scale=m.scale, blend=m.blend)
+        return plan_for(
+            self.manifest, shape, self.static_tile or self.options.tile, self.options.overlap
+        )
 
     def infer_image(
         self,
@@ -158,25 +210,25 @@ class Restorer:
         """The blended model output for an image, in the model's own units: (C, H*s, W*s) float32,
         not clamped, before any colour recombination (what ``restore-check`` compares).
         Non-finite tile outputs are reported and zeroed, or with ``keep_nonfinite`` left in.
-        With ``emit``, finished rows are handed over as they complete (see :func:`run_tiled`).
+        With ``emit``, finished rows are handed over as they complete (see :class:`Blender`).
 
         Raises:
             InputError: unsupported image shape or dtype.
             TileSizeError: the model's output shape does not fit the manifest.
         """
-        image = _check_image(image)
-        hwc = image[:, :, None] if image.ndim == 2 else image
-        dtype = self.backend.input_spec.dtype  # the engine's, e.g. float16 I/O
-        spec = self.manifest.input
-        return run_tiled(
-            hwc,
-            self.plan(hwc.shape[:2]),
-            infer_many=self.backend.infer_many,
+        plan = self.plan(_check_image(image).shape[:2])
+        batches = input_batches(
+            image,
+            self.manifest,
+            plan,
             batch=self.batch,
             pad_batch=self.pad_batch,
-            prepare=lambda tile, out: to_model_input(tile, spec, out),
-            channels=spec.channels,
-            dtype=dtype,
+            dtype=self.backend.input_spec.dtype,  # the engine's, e.g. float16 I/O
+        )
+        return run_tiled(
+            plan,
+            batches,
+            self.backend.infer_many,
             on_batch=on_tiles,
             keep_nonfinite=keep_nonfinite,
             emit=emit,
@@ -213,7 +265,7 @@ class Restorer:
             _, crcb = luma_chroma(image)
             unit = recombine_luma(unit[:, :, 0], crcb)
         elif unit.shape[2] == 3 and not colour_in:
-            unit = (unit @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+            unit = gray_from_rgb(unit)[:, :, None]
         return Restored(quantize(unit, image.dtype), result.nonfinite, plan.count)
 
 

@@ -15,6 +15,10 @@ Layout of the plan, per axis (the same along height and width):
   receptive radius is at most ``overlap // 4`` gives exactly the untiled result. ``average`` (for
   NLRN's densely overlapping patches) weighs every tile pixel 1 and divides by the count.
 
+Cutting and putting back are two pieces: :func:`tile_batches` yields the tiles, batched, in the
+model's input convention (calibration takes its tiles from it too), and :class:`Blender` blends
+the outputs; :func:`run_tiled` drives a model between them.
+
 The weights are separable and the grid regular, so the sum of weights is the outer product of two
 1-D sums: no weight image is kept. Tiles are visited row by row, so output rows above the current
 tile row are final: with ``emit`` they leave as soon as they are done and the float accumulator
@@ -32,6 +36,26 @@ import numpy as np
 from restorekit.errors import TileSizeError
 
 BLENDS = ("feather", "average")
+
+
+def round_up(value: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-value // multiple) * multiple
+
+
+def check_tile_multiple(tile: tuple[int, int], multiple: int, model: str) -> None:
+    """Refuse a tile whose sides are not multiples of the model's size multiple.
+
+    Raises:
+        TileSizeError: naming the nearest larger tile that fits.
+    """
+    h, w = tile
+    if h % multiple or w % multiple:
+        hint = f"{round_up(h, multiple)}x{round_up(w, multiple)}"
+        raise TileSizeError(
+            f"{model}: tile {h}x{w} is not a multiple of {multiple} in both sides; use e.g. "
+            f"--tile {hint}"
+        )
 
 
 @dataclass(frozen=True)
@@ -191,127 +215,152 @@ class TiledResult:
     nonfinite: list[NonFiniteTile]
 
 
-def _default_prepare(tile: np.ndarray, out: np.ndarray) -> None:
+@dataclass(frozen=True)
+class TileBatch:
+    """One batch of tiles as the model takes it.
+
+    ``array`` is (batch, C, th, tw) in the model's dtype, a view of one of two buffers that the
+    iterator fills in turn (valid until the batch after next is made); ``members`` are the grid
+    positions (tile row, tile column) of its real tiles, in order: a padded last batch has fewer
+    members than rows.
+    """
+
+    array: np.ndarray
+    members: tuple[tuple[int, int], ...]
+
+
+def _transpose(tile: np.ndarray, out: np.ndarray) -> None:
     out[...] = tile.transpose(2, 0, 1)
 
 
-def run_tiled(
+def tile_batches(
     image: np.ndarray,
     plan: TilePlan,
-    infer: Callable[[np.ndarray], np.ndarray] | None = None,
     *,
-    infer_many: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]] | None = None,
     batch: int = 1,
     pad_batch: bool = True,
     prepare: Callable[[np.ndarray, np.ndarray], None] | None = None,
     channels: int | None = None,
     dtype: np.dtype | type = np.float32,
-    on_batch: Callable[[int], None] | None = None,
-    keep_nonfinite: bool = False,
-    emit: Callable[[slice, np.ndarray], None] | None = None,
-) -> TiledResult:
-    """Run ``infer`` over the tiles of ``image`` and blend the outputs.
+) -> Iterator[TileBatch]:
+    """The tiles of ``image`` as the plan cuts them, row by row, in batches.
 
     Args:
         image: (H, W, C) array (any dtype ``prepare`` understands).
         plan: from :func:`plan_tiles` for this image's (H, W).
-        infer: maps a (N, C, th, tw) float32 batch to (N, C', th*s, tw*s).
-        infer_many: instead of ``infer``, maps an iterable of batches to their outputs in order
-            (:meth:`Backend.infer_many`, which lets TensorRT overlap copies and compute).
-        batch: tiles per call.
+        batch: tiles per batch.
         pad_batch: fill a short last batch up to ``batch`` by repeating its last tile (static-batch
-            engines); otherwise the last call is shorter.
-        prepare: writes a (th, tw, C) tile into the model's (C', th, tw) input slot ``out``
-            (a view into the batch, so no per-tile allocation); default is a plain transpose.
+            engines); otherwise the last batch is shorter.
+        prepare: writes a (th, tw, C) tile into the model's (C', th, tw) input slot ``out`` (a view
+            into the batch, so no per-tile allocation); default: a plain transpose.
         channels: C' (default: the image's channel count).
         dtype: the model input's dtype (the engine's, e.g. float16).
-        on_batch: called with the number of real tiles after each batch (progress bars).
-        keep_nonfinite: leave NaN/Inf of a tile in the blend (accuracy checks count them);
-            by default they are replaced by 0 after being recorded in ``nonfinite``.
-        emit: receives finished output rows as ``(rows, block)``, top to bottom, where
-            ``block`` is a (C', n, W*s) view valid only during the call (the caller may modify
-            it). The accumulator then holds one tile row, not the image, and the result's
-            ``output`` is ``None``. Without ``emit`` the whole output is returned.
 
     Raises:
-        TileSizeError: the image does not match the plan, or the model returned the wrong shape.
+        TileSizeError: the image does not match the plan.
     """
     if image.ndim != 3 or image.shape[:2] != plan.image_shape:
         raise TileSizeError(
             f"image of shape {image.shape} does not fit a plan for {plan.image_shape}"
         )
-    prepare = prepare or _default_prepare
-    s = plan.scale
+    prepare = prepare or _transpose
     th, tw = plan.tile
-    out_h, out_w = plan.output_shape
-    band: _RowBand | None = None  # allocated once the output channel count is known
-    full: np.ndarray | None = None
-    wsum_y = np.zeros(out_h, dtype=np.float64)
-    wsum_x = np.zeros(out_w, dtype=np.float64)
-    wy = [axis_weights(plan.y, i, s, plan.blend) for i in range(len(plan.y.starts))]
-    wx = [axis_weights(plan.x, j, s, plan.blend) for j in range(len(plan.x.starts))]
-    # Output rows a tile covers, clipped to the image: (dest slice, source slice).
-    rows = [_clip(y0, plan.y, s) for y0 in plan.y.starts]
-    cols = [_clip(x0, plan.x, s) for x0 in plan.x.starts]
-    for i in range(len(rows)):
-        wsum_y[rows[i][0]] += wy[i][rows[i][1]]
-    for j in range(len(cols)):
-        wsum_x[cols[j][0]] += wx[j][cols[j][1]]
-    ones_y = [bool(np.all(w == 1.0)) for w in wy]
-    ones_x = [bool(np.all(w == 1.0)) for w in wx]
-    nonfinite: list[NonFiniteTile] = []
-
     # Interior tiles are plain slices (no copy until prepare); only edge tiles gather through
     # reflected indices.
     gather_y = [_gather(y0 - plan.y.margin, th, plan.y.length) for y0 in plan.y.starts]
     gather_x = [_gather(x0 - plan.x.margin, tw, plan.x.length) for x0 in plan.x.starts]
     grid = [(i, j) for i in range(len(plan.y.starts)) for j in range(len(plan.x.starts))]
-    pending: deque[list[tuple[int, int]]] = deque()
-
     # Two batch buffers, used in turn: a backend may still hold one (TensorRT copies it while the
     # next is filled). Memory holds these, never all tiles.
     depth = channels or image.shape[2]
     buffers = [np.empty((batch, depth, th, tw), dtype=dtype) for _ in range(2)]
+    for number, first in enumerate(range(0, len(grid), batch)):
+        members = tuple(grid[first : first + batch])
+        buf = buffers[number % 2]
+        for k, (i, j) in enumerate(members):
+            gy, gx = gather_y[i], gather_x[j]
+            if not isinstance(gy, slice) and not isinstance(gx, slice):
+                gy, gx = gy[:, None], gx[None, :]  # both reflected: an outer index
+            prepare(image[gy, gx], buf[k])
+        if pad_batch:
+            buf[len(members) :] = buf[len(members) - 1]
+        yield TileBatch(buf if pad_batch else buf[: len(members)], members)
 
-    def batches() -> Iterator[np.ndarray]:
-        for number, first in enumerate(range(0, len(grid), batch)):
-            members = grid[first : first + batch]
-            buf = buffers[number % 2]
-            for k, (i, j) in enumerate(members):
-                gy, gx = gather_y[i], gather_x[j]
-                if not isinstance(gy, slice) and not isinstance(gx, slice):
-                    gy, gx = gy[:, None], gx[None, :]  # both reflected: an outer index
-                prepare(image[gy, gx], buf[k])
-            if pad_batch:
-                buf[len(members) :] = buf[len(members) - 1]
-            pending.append(members)
-            yield buf if pad_batch else buf[: len(members)]
 
-    if infer_many is None:
-        if infer is None:
-            raise TypeError("run_tiled needs infer or infer_many")
-        infer_many = lambda stream: (infer(b) for b in stream)  # noqa: E731
-    for out in infer_many(batches()):
-        members = pending.popleft()
-        n = batch if pad_batch else len(members)
+class Blender:
+    """Puts tile outputs back into one image: weights, NaN/Inf bookkeeping, finished rows.
+
+    Feed it each batch's output with :meth:`add` in the order :func:`tile_batches` made them,
+    then call :meth:`finish`. With ``emit``, finished output rows leave as soon as they are done,
+    as ``(rows, block)``, top to bottom, where ``block`` is a (C', n, W*s) view valid only during
+    the call (the caller may modify it); the accumulator then holds one tile row, not the image,
+    and the result's ``output`` is ``None``. Without ``emit`` the whole output is returned.
+
+    Args:
+        plan: the plan the tiles were cut by.
+        keep_nonfinite: leave NaN/Inf of a tile in the blend (accuracy checks count them); by
+            default they are replaced by 0 after being recorded.
+        emit: receives finished rows (see above).
+    """
+
+    def __init__(
+        self,
+        plan: TilePlan,
+        *,
+        keep_nonfinite: bool = False,
+        emit: Callable[[slice, np.ndarray], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.keep_nonfinite = keep_nonfinite
+        self.emit = emit
+        s = plan.scale
+        out_h, out_w = plan.output_shape
+        self.wy = [axis_weights(plan.y, i, s, plan.blend) for i in range(len(plan.y.starts))]
+        self.wx = [axis_weights(plan.x, j, s, plan.blend) for j in range(len(plan.x.starts))]
+        # Output rows a tile covers, clipped to the image: (dest slice, source slice).
+        self.rows = [_clip(y0, plan.y, s) for y0 in plan.y.starts]
+        self.cols = [_clip(x0, plan.x, s) for x0 in plan.x.starts]
+        self.wsum_y = np.zeros(out_h, dtype=np.float64)
+        self.wsum_x = np.zeros(out_w, dtype=np.float64)
+        for i in range(len(self.rows)):
+            self.wsum_y[self.rows[i][0]] += self.wy[i][self.rows[i][1]]
+        for j in range(len(self.cols)):
+            self.wsum_x[self.cols[j][0]] += self.wx[j][self.cols[j][1]]
+        self.ones_y = [bool(np.all(w == 1.0)) for w in self.wy]
+        self.ones_x = [bool(np.all(w == 1.0)) for w in self.wx]
+        self.nonfinite: list[NonFiniteTile] = []
+        self._band: _RowBand | None = None  # allocated once the output channel count is known
+        self._full: np.ndarray | None = None
+
+    def add(self, out: np.ndarray, tiles: TileBatch) -> None:
+        """Blend the output (N, C', th*s, tw*s) of one batch of ``tiles``.
+
+        Raises:
+            TileSizeError: the model returned the wrong shape for the plan.
+        """
+        plan, s = self.plan, self.plan.scale
+        th, tw = plan.tile
+        n = tiles.array.shape[0]
         if out.ndim != 4 or out.shape[0] != n or out.shape[2:] != (th * s, tw * s):
             raise TileSizeError(
                 f"the model returned shape {out.shape} for a batch of {n} {th}x{tw} tiles; "
                 f"expected ({n}, C, {th * s}, {tw * s}) for scale {s}: the manifest's scale "
                 "or tile does not match the artifact"
             )
-        if band is None:
-            if emit is None:
-                full = np.empty((out.shape[1], out_h, out_w), dtype=np.float32)
-            sink = emit or _writer(full)
-            band = _RowBand(out.shape[1], th * s, out_w, wsum_y, wsum_x, sink)
+        if self._band is None:
+            out_h, out_w = plan.output_shape
+            if self.emit is None:
+                self._full = np.empty((out.shape[1], out_h, out_w), dtype=np.float32)
+            sink = self.emit or _writer(self._full)
+            self._band = _RowBand(out.shape[1], th * s, out_w, self.wsum_y, self.wsum_x, sink)
+        band = self._band
         # One cheap reduction per batch; the per-tile search runs only when it fails.
         batch_finite = bool(np.isfinite(out.sum()))
-        for k, (i, j) in enumerate(members):
+        for k, (i, j) in enumerate(tiles.members):
             tile_out = out[k]
             bad = None if batch_finite else ~np.isfinite(tile_out)
             if bad is not None and bad.any():
-                nonfinite.append(
+                self.nonfinite.append(
                     NonFiniteTile(
                         plan.y.starts[i] - plan.y.margin,
                         plan.x.starts[j] - plan.x.margin,
@@ -320,20 +369,59 @@ def run_tiled(
                         int(bad.sum()),
                     )
                 )
-                if not keep_nonfinite:
+                if not self.keep_nonfinite:
                     tile_out = np.where(bad, 0.0, tile_out).astype(np.float32)
-            (dy, sy), (dx, sx) = rows[i], cols[j]
+            (dy, sy), (dx, sx) = self.rows[i], self.cols[j]
             # Rows above this tile row's top are final once the tile row begins.
             band.advance(dy.start)
             part = tile_out[:, sy, sx]
-            if not (ones_y[i] and ones_x[j]):
-                part = part * (wy[i][sy][:, None] * wx[j][sx][None, :])
+            if not (self.ones_y[i] and self.ones_x[j]):
+                part = part * (self.wy[i][sy][:, None] * self.wx[j][sx][None, :])
             band.add(dy, dx, part)
+
+    def finish(self) -> TiledResult:
+        """Emit the last rows and return the result."""
+        assert self._band is not None, "no tile was blended"
+        self._band.advance(self.plan.output_shape[0])
+        return TiledResult(self._full, self.nonfinite)
+
+
+def run_tiled(
+    plan: TilePlan,
+    batches: Iterable[TileBatch],
+    infer_many: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]],
+    *,
+    on_batch: Callable[[int], None] | None = None,
+    keep_nonfinite: bool = False,
+    emit: Callable[[slice, np.ndarray], None] | None = None,
+) -> TiledResult:
+    """Run tile batches through a model and blend the outputs (see :class:`Blender`).
+
+    Args:
+        plan: the plan ``batches`` were cut by (:func:`tile_batches`).
+        batches: the tile batches, in order.
+        infer_many: maps an iterable of (N, C, th, tw) arrays to their outputs in order
+            (:meth:`Backend.infer_many`, which lets TensorRT overlap copies and compute).
+        on_batch: called with the number of real tiles after each batch (progress bars).
+        keep_nonfinite, emit: as for :class:`Blender`.
+
+    Raises:
+        TileSizeError: the model returned the wrong shape.
+    """
+    blender = Blender(plan, keep_nonfinite=keep_nonfinite, emit=emit)
+    pending: deque[TileBatch] = deque()
+
+    def arrays() -> Iterator[np.ndarray]:
+        for tiles in batches:
+            pending.append(tiles)
+            yield tiles.array
+
+    for out in infer_many(arrays()):
+        tiles = pending.popleft()
+        blender.add(out, tiles)
         if on_batch is not None:
-            on_batch(len(members))
-    assert band is not None
-    band.advance(out_h)
-    return TiledResult(full, nonfinite)
+            on_batch(len(tiles.members))
+    return blender.finish()
 
 
 def _writer(full: np.ndarray) -> Callable[[slice, np.ndarray], None]:

@@ -89,13 +89,13 @@ def test_nonfinite_values_are_counted_exactly():
 
 
 def test_min_max_of_every_tensor_equals_the_tensors():
-    from restorekit.calibration.ranges import float_tensors, tensor_min_max
+    from restorekit.calibration.ranges import activation_sizes, tensor_min_max
 
     model = _chain()
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal((1, 2, 4, 4)).astype(np.float32) for _ in range(3)]
     got = tensor_min_max(model, xs)
-    names = list(float_tensors(model))
+    names = list(activation_sizes(model))
     assert set(got) == set(names) | {"input"}
     exact = [_exact(model, names, x) for x in xs]
     for name in names:

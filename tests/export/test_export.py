@@ -17,7 +17,7 @@ from restorekit.files import file_sha256
 from restorekit.manifest import METADATA_KEY, Manifest, read_manifest, sidecar_path
 from restorekit.models import resolve
 from restorekit.models.build import model_from_name
-from restorekit.models.registry import ArchSpec, ModelRef, SizeRule, Variant
+from restorekit.models.spec import ArchSpec, ModelRef, SizeRule, Variant
 from restorekit.runtime.imageio import write_image
 
 TINY = resolve("mprnet").spec.tiny

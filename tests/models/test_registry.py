@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from restorekit.errors import TileSizeError, UnknownModelError
-from restorekit.models.registry import REGISTRY, ArchSpec, Registry, SizeRule, Variant, resolve
+from restorekit.models.registry import REGISTRY, Registry, resolve
+from restorekit.models.spec import ArchSpec, SizeRule, Variant
 
 
 def _spec(name="toy", variants=("a", "b"), default="a"):

@@ -8,15 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from tests.runtime import tinynet
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_runtime_runs_onnx_with_torch_blocked(tmp_path):
-    pytest.importorskip("torch")
     onnx_path, _, _ = tinynet.export_net(tmp_path, batch=2)
     image = tmp_path / "in.png"
     out = tmp_path / "out.png"
@@ -27,8 +24,9 @@ def test_runtime_runs_onnx_with_torch_blocked(tmp_path):
         import numpy as np, cv2
         cv2.imwrite({str(image)!r}, np.random.default_rng(0).integers(0, 255, (40, 52, 3), np.uint8))
         import restorekit.runtime
-        from restorekit.runtime import (artifact, backend, cuda_memory, engine_check, imageio,
-            jobs, media, ort_backend, pixels, restore, tiling, trt_backend)
+        from restorekit.runtime import (artifact, backend, imageio, jobs, media, ort_backend,
+            pixels, restore, tiling)
+        from restorekit.tensorrt import buffers, compat, cuda_memory, runner
         from restorekit.cli import run
         code = run.main([{str(onnx_path)!r}, {str(image)!r}, "-o", {str(out)!r}, "--quiet"])
         assert code == 0, code

@@ -13,8 +13,6 @@ from restorekit.runtime.backend import BackendStateError
 from restorekit.runtime.ort_backend import OrtBackend, OrtOptions, ProviderError, ort_providers
 from tests.runtime import tinynet
 
-pytest.importorskip("torch")
-
 
 def test_provider_lists():
     assert ort_providers(OrtOptions()) == [("CPUExecutionProvider", {})]

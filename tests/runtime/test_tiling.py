@@ -1,6 +1,6 @@
 """Tiled inference equals the untiled pass for a network whose receptive field fits the overlap.
 
-The reference is computed independently: PyTorch on the whole image, reflect-padded once by the
+The reference is computed independently: the network in numpy on the whole image, reflect-padded once by the
 context margin, cropped. The tiled side is ONNX Runtime through the backend interface.
 """
 
@@ -18,12 +18,17 @@ from restorekit.runtime.tiling import (
     plan_tiles,
     reflect_indices,
     run_tiled,
+    tile_batches,
 )
 from tests.runtime import tinynet
 
-pytest.importorskip("torch")
-
 OVERLAP = 16
+
+
+def _tiled(image, plan, infer, *, batch=1, pad_batch=True, emit=None):
+    """The tiler's two halves driven by a plain batch function."""
+    batches = tile_batches(image, plan, batch=batch, pad_batch=pad_batch)
+    return run_tiled(plan, batches, lambda arrays: (infer(a) for a in arrays), emit=emit)
 
 
 def _report(got: np.ndarray, want: np.ndarray) -> str:
@@ -57,9 +62,7 @@ def test_tiled_equals_untiled(artifacts, scale, batch, shape):
     want = tinynet.untiled(net, image.transpose(2, 0, 1), plan.y.margin)
     with OrtBackend(path, OrtOptions(threads=1)) as backend:
         static = backend.input_spec.static_batch
-        result = run_tiled(
-            image, plan, backend.infer, batch=static or 2, pad_batch=static is not None
-        )
+        result = _tiled(image, plan, backend.infer, batch=static or 2, pad_batch=static is not None)
     assert result.output.shape == want.shape
     assert not result.nonfinite
     assert np.abs(result.output - want).max() <= 1e-5, _report(result.output, want)
@@ -93,7 +96,7 @@ def test_gray_model_on_colour_restores_luma_keeps_chroma(tmp_path):
     with OrtBackend(path) as backend:
         out = Restorer(backend, manifest).restore(image).image
     ycrcb = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2YCrCb)
-    y = tinynet.untiled(net, ycrcb[None, :, :, 0], OVERLAP // 2)[0]
+    y = tinynet.untiled(net, ycrcb[None, :, :, 0], OVERLAP // 2)[0].astype(np.float32)
     want = cv2.cvtColor(np.dstack([y, ycrcb[:, :, 1:]]), cv2.COLOR_YCrCb2RGB)
     want = np.clip(want, 0, 1) * 255
     diff = np.abs(out.astype(np.float64) - want)
@@ -125,13 +128,10 @@ def test_dynamic_graph_padded_to_multiple(tmp_path):
         restorer = Restorer(backend, manifest)
         plan = restorer.plan((29, 45))
         assert plan.tile == (32, 48) and plan.count == 1
-        got = run_tiled(image, plan, backend.infer, batch=1, pad_batch=False).output
+        got = _tiled(image, plan, backend.infer, batch=1, pad_batch=False).output
     # Reference: the image reflect-padded at the bottom/right to the multiple of 8.
-    import torch
-
     padded = np.pad(image, ((0, 3), (0, 3), (0, 0)), mode="reflect").transpose(2, 0, 1)
-    with torch.no_grad():
-        want = net(torch.from_numpy(np.ascontiguousarray(padded))[None])[0].numpy()[:, :29, :45]
+    want = net(padded[None])[0][:, :29, :45]
     assert np.abs(got - want).max() <= 1e-5, _report(got, want)
 
 
@@ -148,7 +148,7 @@ def test_nonfinite_tiles_are_reported_with_position():
 
     yy, xx = np.mgrid[0:40, 0:40].astype(np.float32)
     image = (yy * 1000 + xx)[:, :, None]
-    result = run_tiled(image, plan, poisoned, batch=2)
+    result = _tiled(image, plan, poisoned, batch=2)
     assert [(t.y, t.x, t.count) for t in result.nonfinite] == [(10, 22, 1)]
     assert np.isfinite(result.output).all()
 
@@ -162,7 +162,7 @@ def test_average_blend_is_plain_mean_of_covering_tiles():
     def tile_id(batch):
         return np.stack([np.full(b.shape, next(calls), np.float32) for b in batch])
 
-    out = run_tiled(image, plan, tile_id, batch=1).output[0, :, 0]
+    out = _tiled(image, plan, tile_id, batch=1).output[0, :, 0]
     starts = [s - plan.y.margin for s in plan.y.starts]
     for row in range(20):
         ids = [i for i, s in enumerate(starts) if s <= row < s + 9]
@@ -221,7 +221,7 @@ def test_streamed_rows_equal_the_whole_accumulator(blend, scale, shape):
         return out.repeat(scale, axis=2).repeat(scale, axis=3)
 
     plan = plan_tiles(shape, (16, 12), 6, scale=scale, blend=blend)
-    whole = run_tiled(image, plan, model, batch=3).output
+    whole = _tiled(image, plan, model, batch=3).output
     got = np.full_like(whole, np.nan)
     seen: list[tuple[int, int]] = []
 
@@ -229,7 +229,7 @@ def test_streamed_rows_equal_the_whole_accumulator(blend, scale, shape):
         seen.append((rows.start, rows.stop))
         got[:, rows] = block
 
-    streamed = run_tiled(image, plan, model, batch=3, emit=emit)
+    streamed = _tiled(image, plan, model, batch=3, emit=emit)
     assert streamed.output is None
     assert seen[0][0] == 0 and seen[-1][1] == shape[0] * scale
     assert all(a[1] == b[0] for a, b in zip(seen[:-1], seen[1:], strict=True))

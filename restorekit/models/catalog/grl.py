@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from restorekit.models.registry import ArchSpec, CheckpointFormat, SizeRule, Variant
+from restorekit.models.spec import ArchSpec, CheckpointFormat, SizeRule, Variant
 
 _RELEASE = "GRL release v1.0.0 (github.com/ofsoundof/GRL-Image-Restoration)"
 _TITLE = (
@@ -213,7 +213,7 @@ def _dm() -> Variant:
     )
 
 
-def _db() -> list[Variant]:
+def _deblur() -> list[Variant]:
     # GRL-B only. Window 12, stripe 48x96 (motion) / window 16, stripe 48x96 (defocus); pad 96.
     # Official tiles: defocus 480 / overlap 48; motion tile=0 on the command line (yaml 480/48).
     motion = [
@@ -317,5 +317,5 @@ def _spec(name: str, size: str, variants: list[Variant], default: str) -> ArchSp
 
 SPEC_TINY = _spec("grl-t", "tiny", [*_sr("tiny"), *_dn("tiny"), _demo()], "dn_c3s25")
 SPEC_SMALL = _spec("grl-s", "small", [*_sr("small"), *_dn("small"), *_jpeg(), _dm()], "dn_c3s25")
-SPEC_BASE = _spec("grl-b", "base", [*_sr("base"), *_dn("base"), *_db(), _bsr()], "sr_x4")
+SPEC_BASE = _spec("grl-b", "base", [*_sr("base"), *_dn("base"), *_deblur(), _bsr()], "sr_x4")
 SPECS = (SPEC_TINY, SPEC_SMALL, SPEC_BASE)

@@ -6,7 +6,7 @@ scale_unetfeats, scale_orsnetfeats); the values below are those defaults.
 
 from __future__ import annotations
 
-from restorekit.models.registry import ArchSpec, CheckpointFormat, SizeRule, Variant
+from restorekit.models.spec import ArchSpec, CheckpointFormat, SizeRule, Variant
 
 _RELEASE = "swz30/MPRNet README (Google Drive)"
 

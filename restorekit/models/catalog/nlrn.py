@@ -21,7 +21,7 @@ outputs are averaged (``blend="average"``).
 
 from __future__ import annotations
 
-from restorekit.models.registry import ArchSpec, CheckpointFormat, SizeRule, Variant
+from restorekit.models.spec import ArchSpec, CheckpointFormat, SizeRule, Variant
 
 STRIDE = 7
 V0_PATCH = 45

@@ -39,7 +39,7 @@ import re
 from typing import Any
 
 from restorekit.errors import WeightsError
-from restorekit.models.registry import ArchSpec, CheckpointFormat, SizeRule, Variant
+from restorekit.models.spec import ArchSpec, CheckpointFormat, SizeRule, Variant
 
 _RELEASE = "Google Drive folder of the SHI-Labs/Pyramid-Attention-Networks READMEs"
 _TITLE = "Pyramid Attention Networks for Image Restoration (Mei et al., 2020)"
