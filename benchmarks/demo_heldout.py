@@ -1,8 +1,9 @@
 """Held-out evaluation of the bundled demo weights: noisy vs restored PSNR on the sample photos.
 
 Each of the package's five sample photos (never trained on) gets seeded sigma-25 noise (clipped,
-8-bit; photo ``i`` uses seed ``i``), is restored whole by the PyTorch model (NLRN by its
-overlapping-patch protocol), and PSNR against the clean photo is printed per image and on average.
+8-bit; photo ``i`` uses seed ``i``), is restored by the PyTorch model through the runtime's tiler
+(the variant's default tile, overlap and blend, as ``restore-run`` cuts it), and PSNR against the
+clean photo is printed per image and on average.
 Gray models (NLRN) are evaluated on the BT.601 luma of the photos.
 
     PYTHONPATH=$PWD python benchmarks/demo_heldout.py                 # every demo variant

@@ -19,11 +19,11 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh pages and
     unmaps them when freed, so every PyTorch eager run pays page faults on its big tensors again;
-    the threshold also moves with what the process freed before. Measured in fresh processes
-    (``median of 7``, 256x256): the demo GRL's eager forward took 590 ms that way and 313 ms with
-    freed memory kept, and which of the two a benchmark saw depended on what ran before it in the
-    process. ONNX Runtime keeps its own arena and is not affected. Keeping freed memory gives
-    PyTorch its best steady state, so the ratios compare against the fastest eager baseline.
+    the threshold also moves with what the process freed before. The demo GRL's eager forward
+    took almost twice as long that way, and which of the two a benchmark saw depended on what ran
+    before it in the process (figures: benchmarks/README.md, timing.py). ONNX Runtime keeps its
+    own arena and is not affected. Keeping freed memory gives PyTorch its best steady state, so
+    the ratios compare against the fastest eager baseline.
     Returns False where this is not glibc (the benchmark then says so).
     """
     try:

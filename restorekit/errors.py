@@ -50,6 +50,10 @@ class InputError(RestoreKitError):
     """An input image, video or camera cannot be read or has an unusable format."""
 
 
+class NonFiniteOutputError(RestoreKitError):
+    """The model's output held NaN or Inf values; the message says which tiles."""
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional dependency, or raise an error naming the extra that provides it.
 

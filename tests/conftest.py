@@ -1,4 +1,5 @@
-"""Markers: ``gpu`` and ``trt`` tests are skipped where CUDA or TensorRT is absent."""
+"""Markers: ``gpu`` and ``trt`` tests are skipped where CUDA or TensorRT is absent. Modules that
+need PyTorch skip themselves (``pytest.importorskip``), so a runtime-only install runs the rest."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def _has_cuda() -> bool:
 
 HAS_CUDA = _has_cuda()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def pytest_configure(config):
+    if importlib.util.find_spec("torch") is not None:
+        # Tracing our models warns about shape values frozen into the trace, on purpose.
+        config.addinivalue_line("filterwarnings", "ignore::torch.jit.TracerWarning")
 
 
 def pytest_collection_modifyitems(config, items):

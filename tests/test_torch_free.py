@@ -1,4 +1,4 @@
-"""runtime, calibration, the manifest and the registry import on a device without PyTorch."""
+"""runtime, calibration, tensorrt, the manifest and the registry import on a device without PyTorch."""
 
 from __future__ import annotations
 
@@ -8,11 +8,24 @@ from pathlib import Path
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
 ROOT = Path(__file__).resolve().parents[1]
-# Every module of the one TensorRT package: engines are built and run on devices without PyTorch.
-TENSORRT_MODULES = sorted(
-    "restorekit.tensorrt" + ("" if p.stem == "__init__" else f".{p.stem}")
-    for p in (ROOT / "restorekit" / "tensorrt").glob("*.py")
-)
+
+
+def _package_modules(package: str) -> list[str]:
+    """Every module of a package of restorekit, subpackages included."""
+    folder = ROOT.joinpath(*package.split("."))
+    names = []
+    for path in sorted(folder.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+# Every module of the packages a device runs: the runtime, calibration and the one TensorRT
+# package (engines are built and run on devices without PyTorch).
+DEVICE_MODULES = [
+    m for p in ("restorekit.runtime", "restorekit.calibration", "restorekit.tensorrt")
+    for m in _package_modules(p)
+]  # fmt: skip
 
 
 def _run_blocked(code: str) -> subprocess.CompletedProcess:
@@ -28,13 +41,11 @@ def test_blocking_really_blocks_torch():
 
 def test_torch_free_modules_import_without_torch():
     modules = [
-        "restorekit.runtime", "restorekit.runtime.pixels", "restorekit.runtime.imageio",
-        "restorekit.calibration", "restorekit.manifest", "restorekit.models.registry",
-        "restorekit.metrics", "restorekit.naming", "restorekit.data", "restorekit.cli.inspect",
-        "restorekit.calibration.feeds", "restorekit.calibration.ranges", "restorekit.calibration.qdq",
-        "restorekit.calibration.cache", "restorekit.calibration.search", "restorekit.onnx_graph",
-        "restorekit.export.compare", "restorekit.export.fp16_plan", "restorekit.cli.build",
-        *TENSORRT_MODULES,
+        "restorekit", *DEVICE_MODULES, "restorekit.manifest", "restorekit.models.registry",
+        "restorekit.models.spec", "restorekit.metrics", "restorekit.naming", "restorekit.data",
+        "restorekit.onnx_graph", "restorekit.files", "restorekit.export.compare",
+        "restorekit.export.fp16_plan", "restorekit.export.fp16_graph", "restorekit.cli.inspect",
+        "restorekit.cli.build", "restorekit.cli.run",
     ]  # fmt: skip
     code = "\n".join(f"import {m}" for m in modules) + "\nprint('ok')"
     proc = _run_blocked(code)
@@ -63,10 +74,12 @@ print(sorted({n.op_type for n in result.model.graph.node}))
     assert "QuantizeLinear" in proc.stdout and "Conv" in proc.stdout
 
 
-def test_every_tensorrt_module_is_in_the_torch_free_list():
-    # The list is read from the folder, so a new module cannot be forgotten; this guards the
+def test_every_device_module_is_in_the_torch_free_list():
+    # The list is read from the folders, so a new module cannot be forgotten; this guards the
     # reading itself (a wrong path would silently check nothing).
-    assert {"restorekit.tensorrt", "restorekit.tensorrt.plan", "restorekit.tensorrt.builder",
-            "restorekit.tensorrt.runner", "restorekit.tensorrt.compat",
-            "restorekit.tensorrt.cuda_memory", "restorekit.tensorrt.device",
-            "restorekit.tensorrt.versions"} <= set(TENSORRT_MODULES)  # fmt: skip
+    assert {"restorekit.runtime", "restorekit.runtime.session", "restorekit.runtime.tiling",
+            "restorekit.calibration.qdq", "restorekit.calibration.layouts",
+            "restorekit.calibration.layouts.ort_cpu", "restorekit.tensorrt",
+            "restorekit.tensorrt.plan", "restorekit.tensorrt.builder", "restorekit.tensorrt.runner",
+            "restorekit.tensorrt.compat", "restorekit.tensorrt.cuda_memory",
+            "restorekit.tensorrt.device", "restorekit.tensorrt.versions"} <= set(DEVICE_MODULES)  # fmt: skip

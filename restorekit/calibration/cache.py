@@ -1,7 +1,8 @@
 """TensorRT's text calibration cache, for TensorRT < 10 (implicit INT8) and ONNX Runtime's TensorRT
 provider (``trt_int8_use_native_calibration_table``).
 
-Format (DESIGN.md §2): a header ``TRT-<version int>-<algorithm>`` — the version int is
+Format (docs/tensorrt.md, "The INT8 calibration cache"): a header
+``TRT-<version int>-<algorithm>`` — the version int is
 ``major*10000 + minor*100 + patch`` from TensorRT 10 on (``100300``) and
 ``major*1000 + minor*100 + patch`` before (``8601``) — then one line per tensor,
 ``<tensor name>: <8 hex digits>``, the big-endian IEEE float32 of the scale ``amax / 127``.

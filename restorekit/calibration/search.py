@@ -1,4 +1,4 @@
-"""Keep the most sensitive layers out of INT8 until the PSNR target holds (DESIGN.md §4).
+"""Keep the most sensitive layers out of INT8 until the PSNR target holds.
 
 Sensitivity is measured per layer on the calibrated Q/DQ graph: each quantized layer's output is
 compared with the same tensor of the FP32 graph on real tiles, and the layer's *own* contribution is
@@ -7,8 +7,10 @@ upstream are not charged to it). Ranking by added noise, not by the PSNR a layer
 a first convolution going from an exact input to 62 dB "loses" 138 dB but adds less noise than a
 late layer going from 36 to 35 dB; ranked by dB lost, the search spent its first exclusions there.
 Layers are then taken out of INT8 in that order — 1, 2, 4, 8, ... of them, up to a stated limit —
-by graph surgery on the calibrated graph (no re-calibration), until the output PSNR against FP32
-meets the target.
+by graph surgery on the calibrated graph (no re-calibration; the TensorRT layout) or by quantizing
+again without them, reusing the calibrated ranges (the CPU layout, whose outputs are quantized
+too), until the output PSNR against FP32 meets the target. The whole procedure:
+docs/precision.md, "The sensitivity search".
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from restorekit.calibration.ranges import activation_sizes, graph_order_session
+from restorekit.errors import ExportError
 from restorekit.metrics import Agreement, rounded_db
 from restorekit.onnx_graph import after_producers, prune
 
@@ -210,20 +213,32 @@ def added_noise_db(psnr_in: float, psnr_out: float) -> float:
 def restore_float(
     qdq: onnx.ModelProto, fp32: onnx.ModelProto, names: Sequence[str]
 ) -> onnx.ModelProto:
-    """Take ``names`` out of INT8: give them their FP32 inputs back and drop orphaned Q/DQ nodes."""
+    """Take ``names`` out of INT8: give them their FP32 inputs back and drop orphaned Q/DQ nodes.
+
+    A weight the Q/DQ graph dequantizes under its original name (ONNX Runtime names a bias's
+    DequantizeLinear output after the bias) is given back under a name of its own, so the result
+    never defines a tensor twice.
+    """
     out = onnx.ModelProto()
     out.CopyFrom(qdq)
     originals = {n.name: n for n in fp32.graph.node}
     fp32_inits = {i.name: i for i in fp32.graph.initializer}
     have = {i.name for i in out.graph.initializer}
+    produced = {o for n in out.graph.node for o in n.output}
     for node in out.graph.node:
         if node.name in names and node.name in originals:
             del node.input[:]
-            node.input.extend(originals[node.name].input)
-            for name in node.input:
-                if name in fp32_inits and name not in have:
-                    out.graph.initializer.append(fp32_inits[name])
-                    have.add(name)
+            for name in originals[node.name].input:
+                if name in fp32_inits:
+                    own = f"{name}/fp32" if name in produced else name
+                    if own not in have:
+                        init = onnx.TensorProto()
+                        init.CopyFrom(fp32_inits[name])
+                        init.name = own
+                        out.graph.initializer.append(init)
+                        have.add(own)
+                    name = own
+                node.input.append(name)
     prune(out)
     return out
 
@@ -250,7 +265,9 @@ def search_exclusions(
     limit = max(1, int(len(layers) * max_fraction))
     figures = evaluate(qdq)
     result = SearchResult(qdq, figures, [], _meets(figures, min_psnr), limit)
-    result.trail.append({"excluded": 0, "psnr": rounded_db(figures.psnr), "nonfinite": figures.nonfinite})
+    result.trail.append(
+        {"excluded": 0, "psnr": rounded_db(figures.psnr), "nonfinite": figures.nonfinite}
+    )
     if result.met:
         return result
     say("measuring per-layer sensitivity")
@@ -261,7 +278,7 @@ def search_exclusions(
         k = min(k, limit)
         say(f"excluding the {k} most sensitive layers")
         candidate = without(order[:k]) if without else restore_float(qdq, fp32, order[:k])
-        figures = evaluate(candidate)
+        figures = _evaluate_candidate(evaluate, candidate, k)
         result.trail.append(
             {"excluded": k, "psnr": rounded_db(figures.psnr), "nonfinite": figures.nonfinite}
         )
@@ -270,6 +287,21 @@ def search_exclusions(
         if result.met or k >= limit:
             return result
         k *= 2
+
+
+def _evaluate_candidate(
+    evaluate: Callable[[onnx.ModelProto], Agreement], candidate: onnx.ModelProto, kept: int
+) -> Agreement:
+    """Score a candidate; a graph ONNX Runtime refuses is restorekit's bug, said in one line."""
+    try:
+        return evaluate(candidate)
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise ExportError(
+            f"the INT8 search built a graph ONNX Runtime cannot run ({kept} layers kept float): "
+            f"{detail}. This is a bug in restorekit; please report it. Meanwhile: --fp16, or a "
+            "lower --min-psnr so that no layer needs to be kept float."
+        ) from exc
 
 
 def _meets(figures: Agreement, min_psnr: float) -> bool:

@@ -183,14 +183,12 @@ def options_from_args(args: argparse.Namespace) -> EngineBuildOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def command() -> int:
+    def command(args: argparse.Namespace) -> int:
         result = build_with_progress(args.onnx, options_from_args(args), not args.no_progress)
         print("\n".join(build_summary(result)))
         return 0
 
-    return run(command)
+    return run(build_parser(), argv, command)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         type=Path,
-        help="the checkpoint the artifact was exported from (not needed for random "
-        "weights: the manifest's seed rebuilds them)",
+        help="the checkpoint the artifact was exported from (not needed for random weights, "
+        "which the manifest's seed rebuilds, nor for the demo weights shipped with restorekit)",
     )
     p.add_argument("--backend", choices=("ort", "trt"), help="default: from the artifact's suffix")
     p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu")
@@ -53,9 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def command() -> int:
+    def command(args: argparse.Namespace) -> int:
         from restorekit.errors import require
 
         require("torch", "export", "restore-check (the PyTorch reference)")
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {json_path}")
         return 0
 
-    return run(command)
+    return run(build_parser(), argv, command)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def command() -> int:
+    def command(args: argparse.Namespace) -> int:
         from restorekit.models.registry import resolve
 
         arch = resolve(args.model).spec.name
@@ -60,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {note}", file=sys.stderr)
         return 0
 
-    return run(command)
+    return run(build_parser(), argv, command)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def command() -> int:
+    def command(args: argparse.Namespace) -> int:
         from restorekit.metrics import psnr
         from restorekit.models.demo import write_demo_pair
         from restorekit.runtime.imageio import read_image
@@ -47,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}  PSNR {value:.2f} dB against {clean.name}")
         return 0
 
-    return run(command)
+    return run(build_parser(), argv, command)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from restorekit.cli.entry import positive_int, run, tile_shape
 from restorekit.manifest import INT8_LAYOUTS
+
+if TYPE_CHECKING:
+    from restorekit.export.pipeline import ExportResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,10 +91,52 @@ def list_models() -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def export_summary(result: ExportResult) -> list[str]:
+    """Lines printed after a successful export: each check, then one row per artifact, then what
+    ONNX-TensorRT's published rules say of the graphs written for TensorRT."""
+    lines = [result.fp32.report.table()]
+    if result.lowered:
+        lines.append(result.lowered.report.table())
+    lines.append(f"nodes: {result.nodes_before} traced -> {result.fp32.nodes} after simplification")
+    lines.append("")
+    artifacts = [a for a in (result.fp32, result.lowered) if a is not None]
+    trt = f"TRT {result.tensorrt_version}"
+    lines.append(
+        f"{'artifact':<44} {'MB':>6} {'nodes':>6} {'PSNR dB':>8} {'SSIM':>7} {'max abs':>9} "
+        f"{'kept hi':>7} {trt:>9}"
+    )
+    for art in artifacts:
+        w = art.report.worst
+        psnr = "inf" if w.psnr == float("inf") else f"{w.psnr:.2f}"
+        kept = len(art.manifest.precision.kept_fp32)
+        rules = art.tensorrt_rules
+        parser = "-" if rules is None else ("ok" if not rules else f"{len(rules)} issues")
+        lines.append(
+            f"{art.onnx_path.name:<44} {art.onnx_path.stat().st_size / 1e6:>6.1f} {art.nodes:>6} "
+            f"{psnr:>8} {w.ssim:>7.5f} {w.max_abs:>9.2e} {kept:>7} {parser:>9}"
+        )
+    lines.append(
+        f"(figures vs PyTorch FP32; {trt}: ONNX-TensorRT's published rules, checked without "
+        f"TensorRT; report {result.report_path})"
+    )
+    for art in artifacts:
+        for violation in (art.tensorrt_rules or ())[:5]:
+            lines.append(f"warning: {art.onnx_path.name}: {violation}")
+        if art.tensorrt_rules and len(art.tensorrt_rules) > 5:
+            lines.append(f"  ... {len(art.tensorrt_rules) - 5} more in the report")
+    if result.cpu_speed and result.lowered:
+        lines += result.cpu_speed.lines(result.fp32.onnx_path.name, result.lowered.onnx_path.name)
+    if result.built.random:
+        lines.append(
+            f"NOTE: {result.manifest.model} was exported with RANDOM weights "
+            f"({result.manifest.weights}); pass --weights PATH with the official checkpoint for a "
+            "useful model."
+        )
+    return lines
 
-    def command() -> int:
+
+def main(argv: list[str] | None = None) -> int:
+    def command(args: argparse.Namespace) -> int:
         if args.list:
             print("\n".join(list_models()))
             return 0
@@ -99,12 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         from tqdm import tqdm
 
         from restorekit.errors import ExportError
-        from restorekit.export.pipeline import (
-            ExportOptions,
-            export_model,
-            export_summary,
-            stages_for,
-        )
+        from restorekit.export.pipeline import ExportOptions, export_model, stages_for
         from restorekit.models.registry import resolve
 
         ref = resolve(args.model)
@@ -151,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"next: on the target GPU, {build_command(result.onnx_path.name)}")
         return 0
 
-    return run(command)
+    return run(build_parser(), argv, command)
 
 
 if __name__ == "__main__":

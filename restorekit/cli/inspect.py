@@ -81,11 +81,14 @@ def _onnx_lines(path: Path) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="restore-inspect", description=__doc__)
     p.add_argument("artifact", type=Path, help="an .onnx or .engine file made by restorekit")
-    args = p.parse_args(argv)
-    return run(lambda: print("\n".join(describe(args.artifact))))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv, lambda args: print("\n".join(describe(args.artifact))))
 
 
 if __name__ == "__main__":

@@ -41,24 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def command() -> int:
-        from restorekit.runtime.artifact import backend_from_artifact
+    def command(args: argparse.Namespace) -> int:
         from restorekit.runtime.jobs import run_job
-        from restorekit.runtime.ort_backend import OrtOptions
-        from restorekit.runtime.restore import Restorer, TileOptions
+        from restorekit.runtime.session import open_artifact
 
-        options = OrtOptions(provider=args.provider, threads=args.threads)
-        backend, manifest = backend_from_artifact(
-            args.artifact, args.backend, options, batch=args.batch
-        )
-        tiles = TileOptions(tile=args.tile, overlap=args.overlap, batch=args.batch)
-        with backend:
-            restorer = Restorer(backend, manifest, tiles)
+        session = open_artifact(
+            args.artifact, backend=args.backend, provider=args.provider, threads=args.threads,
+            tile=args.tile, overlap=args.overlap, batch=args.batch,
+        )  # fmt: skip
+        with session:
             summary = run_job(
-                restorer, args.inputs, args.output, progress=not args.quiet, max_frames=args.frames
-            )
+                session.restorer, args.inputs, args.output, progress=not args.quiet,
+                max_frames=args.frames,
+            )  # fmt: skip
         for source, message in summary.warnings:
             print(f"warning: {source}: {message}", file=sys.stderr)
         for source, message in summary.failures:
@@ -66,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary.line())
         return 1 if summary.failures else 0
 
-    return run(command)
+    return run(build_parser(), argv, command)
 
 
 if __name__ == "__main__":

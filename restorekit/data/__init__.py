@@ -1,4 +1,4 @@
-"""Files shipped inside the package: sample photos (and, later, demo weights).
+"""Files shipped inside the package: sample photos and the demo weights (``weights/``).
 
 The sample photos are 256x256 crops of scikit-image's public-domain / CC0 sample images (see
 ``samples/README.md``). Export verification and the default INT8 calibration set use them, so

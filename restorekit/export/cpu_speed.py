@@ -1,10 +1,11 @@
 """Whether the ONNX Runtime CPU INT8 graph is faster than the FP32 one, on this machine.
 
 ``--int8 --int8-layout ort-cpu`` exists for speed on a CPU, and whether it pays off depends on the
-network and the CPU: on this project's 2-core test machine the demo MPRNet's integer graph takes
-0.5-0.6x the FP32 time, while the demo GRL's takes 1.2x (its attention stays float, and the
-conversions around it cost more than the integer products save). So the export times both graphs
-on one real tile and says which one to deploy on this CPU.
+network and the CPU: on the project's earlier 2-core test machine the demo MPRNet's integer graph
+took about half the FP32 time, while the demo GRL's was slower than FP32 (its attention stays
+float, and the conversions around it cost more than the integer products save; figures:
+benchmarks/README.md). So the export times both graphs on one real tile and says which one to
+deploy on this CPU (docs/precision.md).
 """
 
 from __future__ import annotations

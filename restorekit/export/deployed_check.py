@@ -144,25 +144,30 @@ class DeployedCheckReport:
 
 
 def reference_model(manifest: Manifest, weights: Path | None):
-    """Rebuild the PyTorch model an artifact was exported from.
+    """Rebuild the PyTorch model an artifact was exported from: with ``weights``, or the weights
+    shipped in the package that its manifest names, or the random seed it records.
 
     Raises:
         WeightsError: the artifact came from a checkpoint and none (or another one) was given.
     """
     from restorekit.models.build import model_from_name, seed_from_record
+    from restorekit.models.registry import resolve
 
     seed = seed_from_record(manifest.weights)
-    if weights is None and seed is None:
+    recorded_file, _, recorded = manifest.weights.partition(" sha256:")
+    bundled = resolve(manifest.model).variant.bundled_weights
+    shipped = bundled is not None and recorded_file == bundled and not manifest.build_overrides
+    if weights is None and seed is None and not shipped:
         raise WeightsError(
             f"the artifact was exported from {manifest.weights}; pass the same file with "
             "--weights PATH so the PyTorch reference has the same weights"
         )
     built = model_from_name(manifest.model, weights, seed or 0, manifest.build_overrides)
-    recorded = manifest.weights.partition(" sha256:")[2]
     given = built.weights.partition(" sha256:")[2]
-    if weights is not None and recorded and given != recorded:
+    if recorded and given != recorded:
+        source = weights or f"the {bundled} shipped with this restorekit"
         raise WeightsError(
-            f"{weights} (sha256 {given[:12]}…) is not the checkpoint the artifact was exported "
+            f"{source} (sha256 {given[:12]}…) is not the checkpoint the artifact was exported "
             f"from ({manifest.weights}); pass that file with --weights"
         )
     return built

@@ -1,4 +1,4 @@
-"""FP16 in the graph: FP16 compute, FP32 inputs/outputs, fragile nodes kept FP32 (DESIGN.md §2).
+"""FP16 in the graph: FP16 compute, FP32 inputs/outputs, fragile nodes kept FP32.
 
 Which nodes stay FP32 is decided from measurements, not a fixed list alone:
 
@@ -9,8 +9,8 @@ Which nodes stay FP32 is decided from measurements, not a fixed list alone:
    at first, then released to FP16 one operator type at a time, each release kept only if the
    output still meets the PSNR target against FP32 with margin and has no NaN/Inf.
 
-The plan (kept nodes and the reason for each) goes into the manifest and the report. Torch-free:
-the graph and ONNX Runtime are all it needs.
+The plan (kept nodes and the reason for each) goes into the manifest and the report
+(docs/precision.md, "FP16"). Torch-free: the graph and ONNX Runtime are all it needs.
 """
 
 from __future__ import annotations

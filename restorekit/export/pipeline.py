@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from restorekit.models.build import BuiltModel, model_from_name
 from restorekit.models.registry import resolve
 from restorekit.models.spec import ModelRef
 from restorekit.naming import artifact_stem, onnx_name, precision_label, report_name
+from restorekit.tensorrt.onnx_rules import RuleViolation, check_graph_for_tensorrt
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP32_STAGES = ("build", "trace", "simplify", "check", "verify", "write")
@@ -90,7 +91,8 @@ class ExportOptions:
         calib_count: number of calibration tiles.
         min_psnr: PSNR target against PyTorch FP32; default: the per-model table.
         int8_max_excluded: largest fraction of layers the INT8 search may keep in float.
-        tensorrt_version: version written in the INT8 calibration cache header.
+        tensorrt_version: the TensorRT the graphs are for: its rules are checked on every graph
+            written for TensorRT, and it heads the INT8 calibration cache.
         int8_layout: ``tensorrt`` (default; engines) or ``ort-cpu`` (ONNX Runtime on a CPU runs
             it in integer; no engine, no calibration cache).
     """
@@ -118,12 +120,14 @@ class ExportOptions:
 
 @dataclass(frozen=True)
 class Artifact:
-    """One written ONNX with its manifest and verification."""
+    """One written ONNX with its manifest, verification and TensorRT rule check (``None``: not a
+    graph for TensorRT, the INT8 CPU layout)."""
 
     onnx_path: Path
     manifest: Manifest
     report: VerificationReport
     nodes: int
+    tensorrt_rules: tuple[RuleViolation, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class ExportResult:
     built: BuiltModel
     notes: tuple[str, ...] = ()
     cpu_speed: CpuSpeed | None = None  # INT8 CPU layout: both graphs timed on this CPU
+    tensorrt_version: str = "10.3.0"  # whose published parser rules the graphs were checked by
 
     @property
     def main(self) -> Artifact:
@@ -269,6 +274,8 @@ def export_model(
         "op_counts": op_counts(candidate),
         "fp32": report.to_dict(),
     }
+    fp32_rules = tensorrt_rules(candidate, options.tensorrt_version, "")
+    doc["fp32"]["tensorrt_rules"] = _rules_record(fp32_rules, options.tensorrt_version)
     _write_report(report_path, doc)
     if not report.passed:
         _raise_fp32_failure(
@@ -277,7 +284,7 @@ def export_model(
 
     stage("write")
     base = _base_manifest(ref, built, options, static_tile, report)
-    fp32 = _write_artifact(candidate, out_dir / name, base, report)
+    fp32 = _write_artifact(candidate, out_dir / name, base, report, fp32_rules)
 
     lowered, speed = None, None
     if options.precision != "fp32":
@@ -285,8 +292,9 @@ def export_model(
             options, ref, built, candidate, fp32, refs[0], doc, report_path, stage
         )
     return ExportResult(
-        fp32, lowered, report_path, len(traced.graph.node), built, tuple(notes), speed
-    )
+        fp32, lowered, report_path, len(traced.graph.node), built, tuple(notes), speed,
+        options.tensorrt_version,
+    )  # fmt: skip
 
 
 def _export_lowered(
@@ -341,6 +349,8 @@ def _export_lowered(
                         "tiles": calibration.count, "fingerprint": calibration.fingerprint},
         **lowered.details,
     }  # fmt: skip
+    rules = tensorrt_rules(lowered.model, options.tensorrt_version, lowered.plan.layout)
+    doc[precision]["tensorrt_rules"] = _rules_record(rules, options.tensorrt_version)
     speed = None
     if report.passed and lowered.plan.layout == "ort-cpu":
         say("timing FP32 and INT8 on this CPU")
@@ -371,7 +381,7 @@ def _export_lowered(
         precision=lowered.plan, calibration=lowered.calibration, onnx_sha256="",
         verification=_verification_record(report),
     )  # fmt: skip
-    artifact = _write_artifact(lowered.model, report_path.parent / name, manifest, report)
+    artifact = _write_artifact(lowered.model, report_path.parent / name, manifest, report, rules)
     if lowered.cache is not None:
         write_cache(report_path.parent / f"{artifact_stem(ref.name, precision, tile)}.calib.cache",
                     lowered.cache)  # fmt: skip
@@ -432,12 +442,34 @@ def _base_manifest(
 
 
 def _write_artifact(
-    model: onnx.ModelProto, path: Path, manifest: Manifest, report: VerificationReport
+    model: onnx.ModelProto,
+    path: Path,
+    manifest: Manifest,
+    report: VerificationReport,
+    rules: tuple[RuleViolation, ...] | None,
 ) -> Artifact:
     write_onnx_with_manifest(model, path, manifest)
     manifest = manifest.replace(onnx_sha256=file_sha256(path))
     write_manifest(path, manifest)
-    return Artifact(path, manifest, report, len(model.graph.node))
+    return Artifact(path, manifest, report, len(model.graph.node), rules)
+
+
+def tensorrt_rules(
+    model: onnx.ModelProto, tensorrt_version: str, int8_layout: str
+) -> tuple[RuleViolation, ...] | None:
+    """What ONNX-TensorRT's published rules say of a graph written for TensorRT (``None`` for the
+    INT8 CPU layout, which is not)."""
+    if int8_layout == "ort-cpu":
+        return None
+    return tuple(check_graph_for_tensorrt(model, tensorrt_version))
+
+
+def _rules_record(
+    rules: tuple[RuleViolation, ...] | None, tensorrt_version: str
+) -> dict[str, Any] | None:
+    if rules is None:
+        return None
+    return {"tensorrt": tensorrt_version, "violations": [str(v) for v in rules]}
 
 
 def _write_report(path: Path, doc: dict[str, Any]) -> None:
@@ -453,33 +485,3 @@ def write_onnx_with_manifest(model: onnx.ModelProto, path: Path, manifest: Manif
     model.producer_name = "restorekit"
     model.producer_version = __version__
     write_bytes_atomic(path, model.SerializeToString())
-
-
-def export_summary(result: ExportResult) -> Sequence[str]:
-    """Lines the CLI prints after a successful export: each check, then one row per artifact."""
-    lines = [result.fp32.report.table()]
-    if result.lowered:
-        lines.append(result.lowered.report.table())
-    lines.append(f"nodes: {result.nodes_before} traced -> {result.fp32.nodes} after simplification")
-    lines.append("")
-    lines.append(
-        f"{'artifact':<44} {'MB':>6} {'nodes':>6} {'PSNR dB':>8} {'SSIM':>7} {'max abs':>9} {'kept hi':>7}"
-    )
-    for art in filter(None, (result.fp32, result.lowered)):
-        w = art.report.worst
-        psnr = "inf" if w.psnr == float("inf") else f"{w.psnr:.2f}"
-        kept = len(art.manifest.precision.kept_fp32)
-        lines.append(
-            f"{art.onnx_path.name:<44} {art.onnx_path.stat().st_size / 1e6:>6.1f} {art.nodes:>6} "
-            f"{psnr:>8} {w.ssim:>7.5f} {w.max_abs:>9.2e} {kept:>7}"
-        )
-    lines.append(f"(figures vs PyTorch FP32; report {result.report_path})")
-    if result.cpu_speed and result.lowered:
-        lines += result.cpu_speed.lines(result.fp32.onnx_path.name, result.lowered.onnx_path.name)
-    if result.built.random:
-        lines.append(
-            f"NOTE: {result.manifest.model} was exported with RANDOM weights "
-            f"({result.manifest.weights}); pass --weights PATH with the official checkpoint for a "
-            "useful model."
-        )
-    return lines

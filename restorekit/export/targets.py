@@ -1,7 +1,7 @@
-"""Accuracy targets, in one table (DESIGN.md §5).
+"""Accuracy targets, in one table (docs/precision.md, "Accuracy targets").
 
 FP32 graphs must match PyTorch to float rounding: max abs error on outputs normalised to [0, 1].
-Reduced precision is judged by PSNR against the FP32 output. An architecture without an entry
+Reduced precision is judged by PSNR against PyTorch's FP32 output. An architecture without an entry
 takes the defaults; every departure from them carries its reason.
 """
 
@@ -21,8 +21,10 @@ class Targets:
 DEFAULT = Targets()
 
 TARGETS: dict[str, Targets] = {
-    # Bicubic Resize of the attention pyramid: ONNX Runtime and PyTorch round 1/scale differently
-    # at non-dyadic scales (<= 5e-5 measured on the pyramid alone, MODELS.md §4.4).
+    # Set when the attention pyramid's bicubic resizes were exported as ONNX Resize, which ONNX
+    # Runtime and PyTorch round differently at the non-dyadic scales (up to about 5e-5 on the
+    # pyramid alone). They are now exported as matrix products (pyramid_attention.resize_bicubic;
+    # docs/models.md, PANet); the tolerance and its reason were left as they were.
     "panet": Targets(fp32_max_abs=2e-4, reason="bicubic Resize rounding at scales 0.9..0.6"),
     "pa-edsr": Targets(fp32_max_abs=2e-4, reason="bicubic Resize rounding at scales 0.9..0.6"),
 }

@@ -1,4 +1,6 @@
-"""Accuracy check of an ONNX graph: ONNX Runtime against PyTorch on real images (DESIGN.md §5).
+"""Accuracy check of an ONNX graph: ONNX Runtime against PyTorch on real images.
+
+The targets and what the report records: docs/precision.md.
 
 Real photos (the shipped samples, or the user's) are centre-cropped or reflect-padded to the tile
 shape and fed in the model's pixel convention. The graph runs at batch 1 on each image and at a

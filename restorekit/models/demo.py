@@ -222,6 +222,8 @@ def write_demo_pair(
     built = model_from_name(model)
     path = Path(image) if image is not None else sample_paths()[0]
     raw = read_image(path)
+    if raw.ndim == 3 and raw.shape[2] == 4:
+        raw = raw[:, :, :3]  # the demo shows colour; alpha has no noise to remove
     peak = 65535.0 if raw.dtype == np.uint16 else 255.0
     clean = to_model_channels(raw.astype(np.float64) / peak, built.ref.variant.in_channels)
     noisy = add_noise(clean, seed)

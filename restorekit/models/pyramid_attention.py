@@ -64,7 +64,7 @@ def attention_bytes(tile: tuple[int, int], batch: int = 1, bytes_per_value: int 
 
     This is the term that grows with the square of the tile area. A forward pass holds the scores
     and their softmax at the same time, so budget at least twice this figure (full PANet in ONNX
-    Runtime: peak growth 2.0 to 2.2 times it at 48x48 to 80x80; see ``catalog/panet.py``). For
+    Runtime: peak growth 2.0 to 2.2 times it at 48x48 to 80x80; benchmarks/README.md). For
     PANet and PA-EDSR the attention runs at the input resolution, so ``tile`` is the input tile.
 
     Args:
@@ -128,10 +128,10 @@ def resize_bicubic(x: torch.Tensor, size: tuple) -> torch.Tensor:
     """``F.interpolate(x, size, mode="bicubic", align_corners=False)``, in ONNX as two matmuls.
 
     Eager PyTorch calls ``F.interpolate``. Exported, the resize becomes ``rows @ x @ cols^T``
-    with constant matrices (for a fixed tile): ONNX Runtime's cubic Resize took 3.1 ms on a
-    32x32x32 map where PyTorch takes 0.35 ms, 27% of the demo PANet's ONNX Runtime time, and a
-    matrix product is what every backend runs fast, in FP16 and INT8 too (ONNX Runtime's integer
-    graph cannot run a cubic Resize at all).
+    with constant matrices (for a fixed tile): ONNX Runtime's cubic Resize was several times
+    slower than PyTorch's and about a quarter of the demo PANet's ONNX Runtime time (figures:
+    benchmarks/README.md, ort_profile.py), and a matrix product is what every backend runs fast,
+    in FP16 and INT8 too (ONNX Runtime's integer graph cannot run a cubic Resize at all).
     """
     if not torch.onnx.is_in_onnx_export():
         return F.interpolate(x, size=size, mode="bicubic", align_corners=False)

@@ -97,15 +97,31 @@ class Backend(abc.ABC):
 
     @property
     def input_spec(self) -> IOSpec:
-        """The image input (N, C, H, W). Valid once the backend is open."""
-        assert self._in is not None, "backend not open"
+        """The image input (N, C, H, W). Valid once the backend is open.
+
+        Raises:
+            BackendStateError: the backend is not open.
+        """
+        if self._in is None:
+            raise self._not_open()
         return self._in
 
     @property
     def output_spec(self) -> IOSpec:
-        """The restored output (N, C, H*s, W*s). Valid once the backend is open."""
-        assert self._out is not None, "backend not open"
+        """The restored output (N, C, H*s, W*s). Valid once the backend is open.
+
+        Raises:
+            BackendStateError: the backend is not open.
+        """
+        if self._out is None:
+            raise self._not_open()
         return self._out
+
+    def _not_open(self) -> BackendStateError:
+        return BackendStateError(
+            f"the {self.name} backend is not open: use it inside `with backend:` (sessions, "
+            "engines and GPU memory exist only there)"
+        )
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch (N, C, H, W) and return the output batch as float32.
@@ -133,9 +149,7 @@ class Backend(abc.ABC):
 
     def _validate(self, batch: np.ndarray) -> np.ndarray:
         if not self._open:
-            raise BackendStateError(
-                f"{self.name} backend used outside its `with` block; open it first"
-            )
+            raise self._not_open()
         spec = self.input_spec
         if not isinstance(batch, np.ndarray):
             raise InputError(f"expected a numpy array batch, got {type(batch).__name__}")

@@ -1,21 +1,29 @@
-"""Reading and writing still images with OpenCV. Images in memory are RGB (or single-channel),
-``uint8`` or ``uint16``, shape (H, W, 3) or (H, W)."""
+"""Reading and writing still images with OpenCV. Images in memory are RGB, RGBA (when the file
+has an alpha channel) or single-channel, ``uint8`` or ``uint16``: shape (H, W, 3), (H, W, 4) or
+(H, W)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from restorekit.errors import InputError
-from restorekit.files import write_bytes_atomic
+from restorekit.files import atomic_target, write_bytes_atomic
+from restorekit.runtime.opencv import cv2
+
+# Formats OpenCV writes without an alpha channel.
+NO_ALPHA_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".ppm", ".pgm", ".pnm"})
+
+
+def keeps_alpha(path: str | Path) -> bool:
+    """Whether writing to ``path`` keeps an image's alpha channel (PNG, TIFF, WebP, BMP do)."""
+    return Path(path).suffix.lower() not in NO_ALPHA_SUFFIXES
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB (colour) or (H, W) (gray), keeping 8 or 16 bits.
+    """Read an image file as RGB (colour), RGBA (colour with alpha) or (H, W) (gray), keeping 8
+    or 16 bits.
 
     Raises:
         InputError: the file is missing or OpenCV cannot decode it.
@@ -34,14 +42,16 @@ def read_image(path: str | Path) -> np.ndarray:
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(f"{path}: {image.dtype} images are not supported; use 8- or 16-bit")
     if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)  # alpha is not restored
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA, dst=image)  # alpha is carried, not restored
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second copy
     return image
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Encode ``image`` (RGB or gray) by the file's extension and write it atomically.
+    """Encode ``image`` (RGB, RGBA or gray) by the file's extension and write it atomically.
+
+    Formats without an alpha channel (JPEG) drop it: see :func:`keeps_alpha`.
 
     OpenCV streams the encoded file to a temporary name beside ``path`` (no in-memory copy of the
     encoded image, which for a large PNG is bigger than the image), renamed into place at the end.
@@ -51,7 +61,10 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     """
     path = Path(path)
     suffix = path.suffix or ".png"
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    if image.ndim == 3 and image.shape[2] == 4:
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    else:
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     if not str(path).isascii():
         # OpenCV's file API mangles non-ASCII paths on some platforms: encode in memory instead.
         ok, buf = cv2.imencode(suffix, bgr)
@@ -59,16 +72,10 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
             raise InputError(f"cannot encode an image as {suffix!r}; use .png, .jpg or .tif")
         write_bytes_atomic(path, memoryview(buf))
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_target(path, suffix=suffix) as tmp:
         try:
-            ok = cv2.imwrite(tmp, bgr)
+            ok = cv2.imwrite(str(tmp), bgr)
         except cv2.error:
             ok = False
         if not ok:
             raise InputError(f"cannot encode an image as {suffix!r}; use .png, .jpg or .tif")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

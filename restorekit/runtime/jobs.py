@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from restorekit.errors import InputError, RestoreKitError
-from restorekit.runtime.imageio import read_image, write_image
+from restorekit.runtime.imageio import keeps_alpha, read_image, write_image
 from restorekit.runtime.media import (
     AtomicVideoWriter,
     Source,
@@ -169,7 +169,13 @@ def _run_image(
             (source.location, f"output not written: NaN/Inf in the model output: {detail}{more}")
         )
         return None
-    return output_path(source.path, output, single=single), result.image, h * w / 1e6
+    target = output_path(source.path, output, single=single)
+    if result.image.ndim == 3 and result.image.shape[2] == 4 and not keeps_alpha(target):
+        summary.warnings.append(
+            (source.location, f"{target.suffix} has no alpha channel: the image's alpha is not "
+             "kept in the output; write .png, .tif or .webp to keep it")
+        )  # fmt: skip
+    return target, result.image, h * w / 1e6
 
 
 def _run_stream(

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from restorekit.errors import InputError
 from restorekit.manifest import TensorSpec
+from restorekit.runtime.opencv import cv2
 
 # ITU-R BT.601 luma weights of R, G, B, as OpenCV's RGB2GRAY.
 LUMA_BT601 = (0.299, 0.587, 0.114)
@@ -46,7 +46,8 @@ def unit_float(image: np.ndarray) -> np.ndarray:
 def to_model_input(
     image: np.ndarray, spec: TensorSpec, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """An RGB (H, W, 3) or gray (H, W) image -> a (C, H, W) float32 tensor for the model.
+    """An RGB (H, W, 3), RGBA (H, W, 4: alpha ignored) or gray (H, W) image -> a (C, H, W)
+    float32 tensor for the model.
 
     Colour images feed one-channel models through their BT.601 luma (studio range for
     ``color_order "Y"``, full range for ``"GRAY"``); gray images feed
@@ -68,6 +69,8 @@ def to_model_input(
     x = unit_float(image)
     if x.ndim == 2:
         x = x[:, :, None]
+    if x.ndim == 3 and x.shape[2] == 4:
+        x = x[:, :, :3]  # alpha is not the model's business
     if x.ndim != 3 or x.shape[2] not in (1, 3):
         raise InputError(f"expected an RGB or gray image, got shape {image.shape}")
     if spec.channels == 1 and x.shape[2] == 3:
@@ -123,6 +126,19 @@ def recombine_luma(y: np.ndarray, crcb: np.ndarray) -> np.ndarray:
         crcb = cv2.resize(crcb, (w, h), interpolation=cv2.INTER_CUBIC)
     ycrcb = np.concatenate([y[:, :, None], crcb], axis=2).astype(np.float32)
     return np.clip(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB), 0.0, 1.0)
+
+
+def with_alpha(restored: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A restored RGB or gray image with the input's alpha channel attached as RGBA.
+
+    The alpha is resized (bilinear) when the model changed the size (super-resolution); a gray
+    result is spread to RGB, since RGBA is the only image-with-alpha layout kept end to end.
+    """
+    h, w = restored.shape[:2]
+    if alpha.shape != (h, w):
+        alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
+    rgb = restored if restored.ndim == 3 else np.repeat(restored[:, :, None], 3, axis=2)
+    return np.concatenate([rgb, alpha[:, :, None].astype(rgb.dtype)], axis=2)
 
 
 def output_to_image(chw: np.ndarray, spec: TensorSpec, dtype: np.dtype) -> np.ndarray:

@@ -19,6 +19,7 @@ from restorekit.runtime.pixels import (
     recombine_luma,
     to_model_input,
     to_unit_output,
+    with_alpha,
 )
 from restorekit.runtime.tiling import (
     NonFiniteTile,
@@ -235,16 +236,25 @@ class Restorer:
         )
 
     def restore(self, image: np.ndarray, on_tiles: Callable[[int], None] | None = None) -> Restored:
-        """Restore an RGB (H, W, 3) or gray (H, W) ``uint8``/``uint16`` image.
+        """Restore an RGB (H, W, 3), RGBA (H, W, 4) or gray (H, W) ``uint8``/``uint16`` image.
 
         Output values are clamped to the image range; a gray model on a colour image restores the
-        luma and keeps the input's chroma; a colour model on a gray image returns gray.
+        luma and keeps the input's chroma; a colour model on a gray image returns gray. An alpha
+        channel is not restored but carried over (resized with the image for super-resolution).
 
         Raises:
             InputError: unsupported image shape or dtype.
             TileSizeError: the model's output shape does not fit the manifest.
         """
-        image = _check_image(image)
+        alpha = image[:, :, 3] if image.ndim == 3 and image.shape[2] == 4 else None
+        restored = self._restore_colour(_check_image(image), on_tiles)
+        if alpha is not None:
+            restored.image = with_alpha(restored.image, alpha)
+        return restored
+
+    def _restore_colour(
+        self, image: np.ndarray, on_tiles: Callable[[int], None] | None
+    ) -> Restored:
         plan = self.plan(image.shape[:2])
         colour_in = image.ndim == 3
         spec = self.manifest.output
@@ -270,10 +280,18 @@ class Restorer:
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
+    """The colour (or gray) part of an image, checked: what the model sees (alpha is dropped)."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"expected a numpy image array, got {type(image).__name__}")
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(f"unsupported image dtype {image.dtype}; use 8- or 16-bit images")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise InputError(f"expected an RGB or gray image, got shape {image.shape}")
+        raise InputError(
+            f"expected an RGB (H, W, 3), RGBA (H, W, 4) or gray (H, W) image, got shape "
+            f"{image.shape}"
+        )
     return image

@@ -132,3 +132,38 @@ def test_layers_rank_by_the_noise_they_add_not_by_the_decibels_they_lose():
     assert abs(early - -62.0) < 1e-6
     assert abs(late - 10 * math.log10(10**-3.5 - 10**-3.6)) < 1e-9
     assert added_noise_db(40.0, 41.0) == NO_NOISE_DB  # a layer can shrink relative noise
+
+
+def test_restore_float_gives_a_reused_bias_name_back_as_a_float_weight():
+    """ONNX Runtime's quantizer names a bias's DequantizeLinear output after the bias itself; a
+    layer taken out of INT8 must read the float bias under a name of its own (PANet's INT8 search
+    once built a graph with ``model.tail.0.bias`` defined twice)."""
+    from restorekit.calibration.search import restore_float
+
+    rng = np.random.default_rng(2)
+    w = rng.normal(0, 0.3, (2, 2, 3, 3)).astype(np.float32)
+    b = np.array([0.25, -0.5], np.float32)
+    fp32 = _model(
+        [helper.make_node("Conv", ["input", "w", "b"], ["output"], name="conv", pads=[1] * 4)],
+        {"w": w, "b": b},
+    )
+    scale = np.float32(0.01)
+    qdq = _model(
+        [
+            helper.make_node("QuantizeLinear", ["input", "s", "z"], ["xq"], name="q"),
+            helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+            helper.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["b"], name="bias_dq"),
+            helper.make_node("Conv", ["xd", "w", "b"], ["output"], name="conv", pads=[1] * 4),
+        ],
+        {"w": w, "s": scale, "z": np.int8(0), "bq": np.round(b / 0.001).astype(np.int32),
+         "bs": np.float32(0.001), "bz": np.int32(0)},
+    )  # fmt: skip
+    restored = restore_float(qdq, fp32, ["conv"])
+    defined = [i.name for i in restored.graph.initializer]
+    defined += [o for n in restored.graph.node for o in n.output]
+    assert len(defined) == len(set(defined)), defined  # ONNX Runtime refuses the graph otherwise
+    assert not any(n.op_type == "DequantizeLinear" for n in restored.graph.node)
+    x = np.random.default_rng(3).random((1, 2, 6, 6), dtype=np.float32)
+    got = session_exposing(restored, ["output"], None).run(["output"], {"input": x})[0]
+    want = session_exposing(fp32, ["output"], None).run(["output"], {"input": x})[0]
+    assert np.array_equal(got, want)

@@ -109,6 +109,7 @@ def test_restore_export_engine_without_tensorrt_prints_the_build_command(
 ):
     # Only the CLI wiring is under test: the export itself is replaced by one that writes a
     # ready artifact (tests/cli/test_export_cli.py runs real exports).
+    pytest.importorskip("torch")  # restore-export's pipeline module imports it
     import types
 
     from restorekit.cli import export as export_cli
@@ -119,7 +120,7 @@ def test_restore_export_engine_without_tensorrt_prints_the_build_command(
         return types.SimpleNamespace(onnx_path=onnx)
 
     monkeypatch.setattr(pipeline, "export_model", fake_export)
-    monkeypatch.setattr(pipeline, "export_summary", lambda result: ["exported"])
+    monkeypatch.setattr(export_cli, "export_summary", lambda result: ["exported"])
     monkeypatch.setattr(builder, "tensorrt_available", lambda: False)
     assert export_cli.main(["mprnet", "--batch", "2", "--engine", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -134,3 +134,26 @@ def test_check_errors_are_one_line(exported, tmp_path, capsys):
     code = main([str(fake), str(folder / "crop32.png")])
     err = capsys.readouterr().err
     assert code == 2 and "--weights PATH" in err and err.count("\n") == 1
+
+
+def test_demo_weights_artifact_checks_without_weights_flag(tmp_path, capsys):
+    """An artifact exported with the weights shipped in the package is checked against the same
+    shipped weights; a manifest naming another hash of that file is refused."""
+    from restorekit.manifest import read_manifest, write_manifest
+
+    result = export_model(ExportOptions(model="panet", output_dir=tmp_path))
+    assert result.manifest.weights.startswith("panet.demo_dn_s25.safetensors sha256:")
+    photo = tmp_path / "crop.png"  # one tile: PANet's attention spans the whole tile
+    write_image(photo, read_image(_sample())[:32, :32])
+    report_path = tmp_path / "demo.json"
+    code = main([str(result.onnx_path), str(photo), "--overlap", "0", "--json", str(report_path)])
+    assert code == 0, capsys.readouterr().err
+    worst = json.loads(report_path.read_text())["worst"]["whole"]
+    assert worst["max_abs"] <= 2e-4 and worst["nonfinite"] == 0, worst
+    stale = tmp_path / "stale.onnx"
+    stale.write_bytes(result.onnx_path.read_bytes())
+    write_manifest(stale, read_manifest(result.onnx_path).replace(
+        weights="panet.demo_dn_s25.safetensors sha256:0123"))  # fmt: skip
+    code = main([str(stale), str(photo)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not the checkpoint" in err and err.count("\n") == 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch")
+
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from restorekit.cli import export as export_cli

@@ -39,6 +39,22 @@ def test_single_image(artifact, tmp_path, capsys):
     assert out.out.startswith("1 images, 0.00 MP") and "MP/s" in out.out
 
 
+def test_rgba_photo_keeps_its_alpha_and_jpeg_output_says_it_cannot(artifact, tmp_path, capsys):
+    path, net = artifact
+    image = _photo(4)
+    alpha = np.full(image.shape[:2], 128, np.uint8)
+    write_image(tmp_path / "in.png", np.dstack([image, alpha]))
+    code = main([str(path), str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    result = read_image(tmp_path / "out.png")
+    assert result.shape == (60, 82, 4) and (result[:, :, 3] == 128).all()
+    assert np.abs(result[:, :, :3].astype(float) - _expected(net, image)).max() <= 0.5 + 1e-3
+    code = main([str(path), str(tmp_path / "in.png"), "-o", str(tmp_path / "out.jpg"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 and read_image(tmp_path / "out.jpg").shape == (60, 82, 3)
+    assert "warning:" in err and "alpha" in err and ".png" in err, err
+
+
 def test_folder_with_corrupt_file_continues_and_reports(artifact, tmp_path, capsys):
     path, _ = artifact
     folder = tmp_path / "in"

@@ -3,12 +3,15 @@ report), carries its manifest, and shape-dependent graphs are refused for dynami
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch")
+
 import json
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 import torch
 
 from restorekit.errors import ExportError, VerificationError

@@ -7,46 +7,21 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from restorekit.calibration.cache import read_cache
-from restorekit.calibration.qdq import quantizable_nodes
-from restorekit.calibration.ranges import activation_ranges
 from restorekit.calibration.search import restore_float
 from restorekit.errors import RestoreKitError, VerificationError
-from restorekit.export import ExportOptions, export_model
-from restorekit.export.fp16_plan import (
-    FP16_SAFE,
-    fp16_overflow_risks,
-    range_unsafe_nodes,
-    to_fp16,
-)
 from restorekit.metrics import psnr
-from restorekit.models import resolve
+from tests.toy_graphs import run_graph as _run
+
+pytest.importorskip("torch")
+
+from restorekit.export import ExportOptions, export_model  # noqa: E402
+from restorekit.models import resolve  # noqa: E402
 
 TINY = resolve("mprnet").spec.tiny
-
-
-def _toy_model(nodes, inits, channels: int = 3) -> onnx.ModelProto:
-    """A graph from ``input`` (1, ``channels``, 4, 4) to ``output`` (float, shape left free)."""
-    graph = helper.make_graph(
-        nodes,
-        "toy",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what this ONNX Runtime reads
-    return model
-
-
-def _run(path_or_model, x):
-    src = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
-    s = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
-    return s.run(None, {"input": x})[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,35 +58,6 @@ def test_fp16_graph_is_fp16_inside_fp32_outside_and_accurate(fp16):
     assert report["fp16"]["passed"] and "release_trail" in report["fp16"]
 
 
-def test_out_of_range_node_is_kept_fp32():
-    """A node whose output exceeds FP16's safe range stays FP32; converting it anyway overflows."""
-    big = numpy_helper.from_array(np.array(3e4, np.float32), "big")
-    small = numpy_helper.from_array(np.array(1e-7, np.float32), "small")
-    nodes = [helper.make_node("Mul", ["input", "big"], ["h"], name="scale_up"),
-             helper.make_node("Mul", ["h", "h"], ["h2"], name="square"),
-             helper.make_node("Mul", ["h2", "small"], ["output"], name="scale_down")]  # fmt: skip
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, 4, 4])],
-        [big, small],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    x = np.full((1, 1, 4, 4), 0.9, np.float32)
-    unsafe = range_unsafe_nodes(model, activation_ranges(model, [x]))
-    # scale_down's output is small, but its input is not: it must read it in FP32
-    assert set(unsafe) == {"scale_up", "square", "scale_down"} and "65504" in unsafe["square"]
-    ranges = activation_ranges(model, [x])
-    # converted naively, FP16 tensors would hold values beyond 65504 (inf on a GPU; ONNX Runtime's
-    # CPU provider computes such FP16 ops in FP32 and would not show it)
-    assert fp16_overflow_risks(to_fp16(model, []), ranges) == ["h2"]  # h = 27000 still fits
-    assert fp16_overflow_risks(to_fp16(model, list(unsafe)), ranges) == []
-    planned = _run(to_fp16(model, list(unsafe)), x)
-    assert np.allclose(planned, (0.9 * 3e4) ** 2 * 1e-7, rtol=1e-3)
-    assert FP16_SAFE < 65504
-
-
 def test_int8_graph_follows_tensorrt_explicit_quantization(int8):
     model = onnx.load(str(int8.onnx_path))
     nodes = model.graph.node
@@ -136,6 +82,9 @@ def test_int8_graph_follows_tensorrt_explicit_quantization(int8):
     for n in nodes:  # symmetric: every zero point is 0
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2:
             assert not np.any(inits[n.input[2]])
+    # biases stay float: DequantizeLinear reads int8 only (ONNX-TensorRT's operator matrix)
+    assert {inits[n.input[0]].dtype for n in nodes if n.op_type == "DequantizeLinear"
+            and n.input[0] in inits} == {np.dtype(np.int8)}  # fmt: skip
     # Q/DQ feed only the quantized operator types
     for n in nodes:
         if n.op_type == "DequantizeLinear":
@@ -298,107 +247,3 @@ def test_ort_cpu_layout_widens_channel_attention_factors_exactly(ort_cpu):
     x = np.random.default_rng(7).random((2, 3, 32, 32), dtype=np.float32)
     widened_out, plain_out = _run(model, x), _run(unwidened, x)
     assert np.array_equal(widened_out, plain_out)
-
-
-def test_ort_cpu_layout_keeps_attention_products_and_grouped_convs_in_float(tmp_path):
-    """Attention (q @ k^T, Softmax, p @ v) and grouped convolutions stay float in the CPU layout,
-    so ONNX Runtime's optimiser finds no QLinearSoftmax / QLinearMatMul to fuse, while the
-    ordinary convolution still runs as QLinearConv."""
-    from restorekit.calibration.feeds import CalibrationSet
-    from restorekit.calibration.qdq import qdq_from_model
-
-    rng = np.random.default_rng(3)
-    w = lambda *shape: numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32))  # noqa: E731
-    inits = [w(8, 3, 3, 3), w(8, 1, 3, 3), numpy_helper.from_array(np.array([1, 8, 16], np.int64))]
-    for init, name in zip(inits, ["w", "wg", "shape"], strict=True):
-        init.name = name
-    model = _toy_model(
-        [
-            helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-            helper.make_node(
-                "Conv", ["c", "wg"], ["g"], name="grouped", group=8, pads=[1, 1, 1, 1]
-            ),
-            helper.make_node("Reshape", ["g", "shape"], ["t"], name="tokens"),  # (1, 8, 16)
-            helper.make_node("Transpose", ["t"], ["tt"], name="tt", perm=[0, 2, 1]),
-            helper.make_node("MatMul", ["tt", "t"], ["logits"], name="qk"),  # (1, 16, 16)
-            helper.make_node("Softmax", ["logits"], ["p"], name="softmax", axis=-1),
-            helper.make_node("MatMul", ["t", "p"], ["output"], name="pv"),  # (1, 8, 16)
-        ],
-        inits,
-    )
-    # tokens/tt feed only the float attention products: float islands, not worth a Q/DQ pair
-    assert quantizable_nodes(model, "ort-cpu") == ["conv"]
-    tiles = rng.random((4, 3, 4, 4), dtype=np.float32)
-    calibration = CalibrationSet(tiles=tiles, fingerprint="test", source="test", images=4)
-    qdq = qdq_from_model(model, calibration, "minmax", layout="ort-cpu").model
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
-    ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    ops = {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
-    assert "QLinearConv" in ops
-    assert not ops & {"QLinearSoftmax", "QLinearMatMul", "MatMulInteger"}, ops
-    ref, got = _run(model, tiles[:1]), _run(qdq, tiles[:1])
-    assert psnr(got, ref) > 30.0
-
-
-def test_ort_cpu_layout_keeps_softmax_in_float():
-    # uint8 attention weights cost the demo PANet 20 dB (see calibration/layouts/ort_cpu.py)
-    model = _toy_model(
-        [
-            helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
-            helper.make_node("Softmax", ["c"], ["p"], name="softmax", axis=-1),
-            helper.make_node("Mul", ["p", "c"], ["m"], name="mul"),
-            helper.make_node("Conv", ["m", "w"], ["output"], name="conv2"),
-        ],
-        [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")],
-        channels=2,
-    )
-    assert quantizable_nodes(model, "ort-cpu") == ["conv", "mul", "conv2"]
-
-
-def test_ort_cpu_layout_keeps_float_islands_out_of_int8():
-    """A node whose results feed no integer computation would only add a Q/DQ pair: kept float,
-    through chains (Reshape -> Transpose before a Softmax), and again once the search has taken
-    out the integer node after it. Convolutions are never dropped."""
-    from restorekit.calibration.feeds import CalibrationSet
-    from restorekit.calibration.layouts.ort_cpu import float_islands
-    from restorekit.calibration.qdq import qdq_from_model
-
-    rng = np.random.default_rng(5)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), n)
-             for n, s in [("w1", (4, 3, 3, 3)), ("w2", (4, 4, 3, 3)), ("k", (1, 4, 1, 1))]]  # fmt: skip
-    inits.append(numpy_helper.from_array(np.array([1, 4, 16], np.int64), "shape"))
-    model = _toy_model(
-        [
-            helper.make_node("Conv", ["input", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
-            helper.make_node("Mul", ["a", "k"], ["b"], name="m1"),
-            helper.make_node("Conv", ["b", "w2"], ["c"], name="c2", pads=[1, 1, 1, 1]),
-            helper.make_node("Reshape", ["c", "shape"], ["r"], name="r"),
-            helper.make_node("Transpose", ["r"], ["t"], name="tr", perm=[0, 2, 1]),
-            helper.make_node("Softmax", ["t"], ["p"], name="softmax", axis=-1),
-            helper.make_node("Add", ["p", "p"], ["output"], name="add"),
-        ],
-        inits,
-    )
-    every = ["c1", "m1", "c2", "r", "tr", "add"]
-    assert sorted(float_islands(model, every)) == ["add", "r", "tr"]
-    assert quantizable_nodes(model, "ort-cpu") == ["c1", "m1", "c2"]
-    assert sorted(float_islands(model, ["c1", "m1"])) == ["m1"]  # c2 taken out: m1 feeds float
-
-    calibration = CalibrationSet(tiles=rng.random((4, 3, 4, 4), dtype=np.float32),
-                                 fingerprint="test", source="test", images=4)  # fmt: skip
-
-    def quantized_outputs(qdq: onnx.ModelProto) -> set[str]:
-        """Tensors that go through a QuantizeLinear (inputs of Q nodes)."""
-        return {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
-
-    plain = qdq_from_model(model, calibration, "minmax", layout="ort-cpu")
-    assert plain.quantized_nodes == ("c1", "m1", "c2")
-    assert {"a", "b", "c"} <= quantized_outputs(plain.model)
-    assert not {"r", "t", "p", "output"} & quantized_outputs(plain.model)
-    searched = qdq_from_model(model, calibration, "minmax", exclude=["c2"], layout="ort-cpu")
-    assert searched.quantized_nodes == ("c1",)
-    assert "b" not in quantized_outputs(searched.model)
-    assert (
-        psnr(_run(searched.model, calibration.tiles[:1]), _run(model, calibration.tiles[:1])) > 30
-    )

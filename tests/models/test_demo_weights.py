@@ -7,10 +7,13 @@ and PSNR is taken against the clean crop.
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch")
+
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from restorekit.data import sample_paths

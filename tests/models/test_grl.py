@@ -3,10 +3,13 @@ ONNX export (size and agreement)."""
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch")
+
 import collections
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -36,7 +39,7 @@ def _count(name: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# ---------------------------------------------------------------- parameter counts (MODELS.md 3.1)
+# ----------------------------------------------------------- parameter counts (docs/models.md, GRL)
 @pytest.mark.parametrize(
     ("name", "millions"),
     [

@@ -4,13 +4,16 @@ against a literal per-patch formulation (the official forward's structure, writt
 from __future__ import annotations
 
 import pytest
+
+pytest.importorskip("torch")
+
 import torch
 
 from restorekit.models import resolve
 from restorekit.models.build import model_from_name
 
-# Parameter counts of the three official task configurations (MODELS.md §2.1, measured on the
-# official code): 20.127 M (deblur; paper 20.1 M), 15.741 M, 3.637 M.
+# Parameter counts of the three official task configurations (docs/models.md, MPRNet; measured
+# on the official code): 20.127 M (deblur; paper 20.1 M), 15.741 M, 3.637 M.
 OFFICIAL_PARAMS = {"deblur": 20_127_073, "denoise": 15_741_025, "derain": 3_637_249}
 
 

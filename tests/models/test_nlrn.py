@@ -3,11 +3,14 @@ per-state batch-norm, the official patch protocol, and ONNX export with shared w
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch")
+
 import collections
 
 import numpy as np
 import onnx
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -44,7 +47,7 @@ def _conv_and_bn_params(model: NLRN) -> tuple[int, int]:
 
 
 def test_parameter_counts_match_the_paper():
-    # MODELS.md 5.2: 330 625 conv parameters ("about 330K" in the paper) + 9 474 BN affine
+    # docs/models.md, NLRN: 330 625 conv parameters ("about 330K" in the paper) + 9 474 BN affine
     # parameters for 12 states; each extra state adds 3 BNs x (gamma, beta) x 128.
     with torch.device("meta"):
         v0 = resolve("nlrn.dn_s25").build()

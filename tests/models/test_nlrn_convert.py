@@ -10,6 +10,10 @@ and TensorFlow's output on a fixed input. No TensorFlow is needed here.
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch")
+
 import shutil
 import struct
 import subprocess
@@ -18,7 +22,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from restorekit.errors import WeightsError

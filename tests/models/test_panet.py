@@ -3,11 +3,14 @@ strict loading of official-layout checkpoints, and ONNX export."""
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch")
+
 import math
 
 import numpy as np
 import onnx
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -156,7 +159,7 @@ def test_attention_bytes_counts_the_pyramid(tile):
     ],
 )
 def test_parameter_counts(name, params):
-    # PANet 5.957 M (RGB) / 5.955 M (gray), PA-EDSR 40.81 / 43.76 / 43.17 M (MODELS.md 4.1).
+    # PANet 5.957 M (RGB) / 5.955 M (gray), PA-EDSR 40.81 / 43.76 / 43.17 M (docs/models.md, PANet).
     with torch.device("meta"):
         model = resolve(name).build()
     assert sum(p.numel() for p in model.parameters()) == params

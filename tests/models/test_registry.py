@@ -71,3 +71,14 @@ def test_every_registered_variant_has_a_valid_default_tile():
     for ref in REGISTRY:
         ref.size_rule.check_tile(ref.variant.default_tile, ref.name)
         assert ref.variant.task and ref.spec.licence
+
+
+def test_any_catalog_module_imports_first_without_torch():
+    """The catalog imports only the spec types, never the registry: no import cycle."""
+    import subprocess
+    import sys
+
+    for name in ("mprnet", "grl", "nlrn", "panet"):
+        code = f"import sys; sys.modules['torch'] = None; import restorekit.models.catalog.{name}"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr

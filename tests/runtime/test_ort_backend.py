@@ -11,6 +11,7 @@ from restorekit.errors import InputError, ManifestError
 from restorekit.runtime.artifact import backend_from_artifact, default_backend
 from restorekit.runtime.backend import BackendStateError
 from restorekit.runtime.ort_backend import OrtBackend, OrtOptions, ProviderError, ort_providers
+from restorekit.runtime.restore import Restorer
 from tests.runtime import tinynet
 
 
@@ -60,11 +61,13 @@ def test_bad_options_are_user_errors():
 
 
 def test_lifecycle_and_validation(tmp_path):
-    path, _, _ = tinynet.export_net(tmp_path, batch=2)
+    path, _, manifest = tinynet.export_net(tmp_path, batch=2)
     backend = OrtBackend(path, OrtOptions(threads=1, graph_optimization="basic"))
     assert backend._session is None  # nothing happens at construction
-    with pytest.raises(BackendStateError, match="outside its `with` block"):
+    with pytest.raises(BackendStateError, match="inside `with backend:`"):
         backend.infer(np.zeros((2, 3, 32, 48), np.float32))
+    with pytest.raises(BackendStateError, match="inside `with backend:`"):
+        Restorer(backend, manifest)  # reads the engine's input, which exists only when open
     with backend:
         assert backend.providers == ["CPUExecutionProvider"]
         assert backend.input_spec.shape == (2, 3, 32, 48)

@@ -11,7 +11,7 @@ Runtime's uint8 x int8 kernels multiply-add pairs of products into 16-bit sums (
 which saturate for full 8-bit weights: the demo-width MPRNet test graph gave 16.5 dB against FP32
 on an AVX2-only AMD EPYC (35.8 dB with the same graph unfused), while 7-bit weights cannot
 saturate there (35.5 dB). A graph exported on a VNNI machine runs on whatever CPU it is copied
-to, so every CPU layout graph uses 7-bit weights.
+to, so every CPU layout graph uses 7-bit weights. The layout as a whole: docs/precision.md.
 """
 
 from __future__ import annotations
@@ -92,9 +92,11 @@ def slow_in_integer(model: onnx.ModelProto) -> list[str]:
 
     * MatMul of two activations (attention's ``q @ k^T`` and ``p @ v``): quantized, they also
       put a Q/DQ pair around the Softmax between them, which ONNX Runtime then fuses into a
-      QLinearSoftmax that took 98 ms of the demo GRL's 480 ms (float Softmax: 25 ms);
-    * grouped convolutions (PANet's patch extraction and pasting, constant 0/1 kernels): 7 ms as
-      QLinearConv in the demo PANet, against well under 1 ms in float.
+      QLinearSoftmax about four times slower than the float Softmax (demo GRL);
+    * grouped convolutions (PANet's patch extraction and pasting, constant 0/1 kernels): several
+      times slower as QLinearConv than in float (demo PANet).
+
+    Figures: benchmarks/README.md, ort_profile.py.
     """
     consts = {i.name for i in model.graph.initializer}
     return [
@@ -114,10 +116,8 @@ def float_islands(model: onnx.ModelProto, quantized: Sequence[str]) -> list[str]
     less than that: the q scaling and the logit bias around the demo GRL's attention, PANet's
     patch reshapes. Weighted operators (Conv, Gemm...) are never dropped: their integer products
     are the point. Repeated until nothing more drops, so a Reshape -> Transpose chain that feeds
-    only float nodes drops as a whole. Measured on the demo models (INT8 CPU layout without and
-    with, alternating runs in one process): the demo GRL went from 1.23x to 1.11x the FP32
-    latency and from 45.0 to 46.1 dB against FP32; MPRNet, PANet and NLRN kept their speed within
-    the noise and gained 0.26-0.35 dB.
+    only float nodes drops as a whole. On the demo models this made the GRL graph faster and
+    every graph closer to FP32 (benchmarks/README.md, "INT8 CPU-layout experiments").
     """
     nodes = {n.name: n for n in model.graph.node}
     consumers: dict[str, list[str]] = {}
@@ -146,8 +146,9 @@ def widen_channel_broadcasts(model: onnx.ModelProto) -> int:
 
     ONNX Runtime runs its integer graph channels-last, where a (1, 1, 1, C) factor makes
     QLinearMul broadcast over spans of only C values: the channel-attention products of the demo
-    MPRNet took 30 ms of 132 ms, more than its convolutions per node. With the factor one row wide
-    the spans are W x C long (8 ms). The widened factor is an ``Expand`` of the dequantized factor,
+    MPRNet took more time per node than its convolutions. With the factor one row wide the spans
+    are W x C long, and the products took about a quarter of their time before (benchmarks/
+    README.md, ort_profile.py). The widened factor is an ``Expand`` of the dequantized factor,
     quantized again with the same scale and zero point, so the integers the product reads, and so
     the output, are exactly the same.
     """

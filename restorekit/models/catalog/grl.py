@@ -4,7 +4,7 @@ CVPR 2023), ofsoundof/GRL-Image-Restoration, release v1.0.0.
 Window size, stripe size and anchor down-sampling factor of each released checkpoint cannot be
 read from its weights (the position bias is an MLP of relative coordinates), so they are listed
 here explicitly, from the experiment configs and the overrides in ``scripts/grl/grl_test.md``
-(restorekit's MODELS.md section 3.1). ``pad_size`` is the largest window/stripe size: the input
+(docs/models.md, GRL). ``pad_size`` is the largest window/stripe size: the input
 height and width must be multiples of it.
 
 Not supported: **dual-pixel defocus deblurring** (``db_defocus_dual_pixel_grl_base.ckpt``, 6-channel

@@ -9,28 +9,15 @@ are in [0, 1].
 
 Tiles and memory. The attention compares every pixel of a tile with all
 ``L = sum_s floor(H*s) * floor(W*s)`` (about 3.3 * H*W) pyramid positions, so its score matrix takes
-``L * H*W * 4`` bytes per tile in FP32 (``restorekit.models.panet.attention_bytes``). Measured peak
-memory of one batch-1 pass of the full PANet (``benchmarks/panet_tiles.py``: growth of the peak RSS
-during the pass, random weights, 2 CPU threads on a shared machine):
-
-======== ========= ============= ============= ============= ====================
- tile       L      scores FP32   ONNX Runtime     PyTorch     ORT latency (CPU)
-======== ========= ============= ============= ============= ====================
- 48x48     7 470       69 MB        130 MB        244 MB        1.7 s
- 64x64    13 326      218 MB        437 MB        605 MB        4.2 s
- 80x80    21 120      541 MB      1 195 MB      1 331 MB        8.4 s
-======== ========= ============= ============= ============= ====================
-
-So budget about 2.2 x ``attention_bytes`` per tile in the batch for ONNX Runtime. PA-EDSR x2
-(256 features, same attention size): ONNX Runtime 205 MB and 6.4 s at 48x48, 519 MB and 12.6 s at
-64x64 (LR tiles). The official
-test (``--chop``) splits an image into quadrants with a 10-px shave until a tile is below 6 400 px
-(6 800 for denoising), so its attention never sees more than about 80x80 px; the published numbers
-are therefore those of tiled inference, and we cap the tile area at 6 400 px. The chop's tiles are
-45 to 80 px wide depending on the image size. The default tile of 64x64 lies in that range and
-needs a third of the memory of 80x80; with the 20-px overlap both cost about the same time per
-output pixel (2.2 vs 2.3 ms above). Adjacent chop tiles overlap by 2 x 10 px, hence the default
-overlap of 20.
+``L * H*W * 4`` bytes per tile in FP32 (``restorekit.models.panet.attention_bytes``), and a pass
+needs about twice that (measured peaks per tile size: benchmarks/README.md, panet_tiles.py). The
+official test (``--chop``) splits an image into quadrants with a 10-px shave until a tile is below
+6 400 px (6 800 for denoising), so its attention never sees more than about 80x80 px; the published
+numbers are therefore those of tiled inference, and we cap the tile area at 6 400 px. The chop's
+tiles are 45 to 80 px wide depending on the image size. The default tile of 64x64 lies in that
+range and needs a third of the memory of 80x80 at about the same time per output pixel with the
+20-px overlap. Adjacent chop tiles overlap by 2 x 10 px, hence the default overlap of 20.
+See docs/models.md, "PANet and PA-EDSR".
 """
 
 from __future__ import annotations
@@ -129,8 +116,6 @@ SPEC = ArchSpec(
             bundled_weights="panet.demo_dn_s25.safetensors",
         ),
     ),
-    # sigma 30 is the middle of the released noise levels: strong enough for typical noisy
-    # photos without the over-smoothing of the sigma 50/70 models on mildly noisy ones.
     # The bundled demo weights: the only PANet weights available without a download.
     default_variant="demo_dn_s25",
     size_rule=_SIZE_RULE,

@@ -151,8 +151,8 @@ class SeparableMask:
         # {0, -100} per factor; the mask is 0 only where both are 0. Their sum is 0, -100 or
         # -200, and max(sum, -100) is exactly the official mask. The anchored zero enters first,
         # so the graph stores only the boolean factors. In ONNX Runtime this Add (which has a fast
-        # broadcast) and a Max are 5.0 ms at the demo GRL's 1024 x 64 x 64 window mask, against
-        # 8.1 ms for a Min of the two factors and 8.6 ms for a Where over their boolean AND.
+        # broadcast) and a Max were the fastest of the exact forms tried, ahead of a Min of the two
+        # factors and a Where over their boolean AND (benchmarks/README.md, ort_profile.py).
         zero = torch.zeros((), dtype=torch.float32) + anchor
         rows = torch.where(self.rows, zero, zero - 100.0).reshape(nwr, 1, qr, 1, kr, 1)
         cols = torch.where(self.cols, zero, zero - 100.0).reshape(1, nwc, 1, qc, 1, kc)

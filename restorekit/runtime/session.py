@@ -1,0 +1,176 @@
+"""``restorekit.open``: restore images from your own program with an exported artifact.
+
+::
+
+    import restorekit
+
+    with restorekit.open("mprnet.demo_dn_s25.fp32.256x256.onnx") as model:
+        restored = model.restore(frame, bgr=True)  # a frame from cv2.VideoCapture
+
+The artifact's manifest decides everything a caller would otherwise have to repeat (tile, overlap,
+value range, colour order, scale); the backend follows from the file (``.onnx``: ONNX Runtime,
+``.engine``: TensorRT). Sessions, engines and GPU memory exist only inside the ``with`` block.
+Torch-free, like the rest of the runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from restorekit.errors import InputError, NonFiniteOutputError
+from restorekit.runtime.artifact import backend_from_artifact
+from restorekit.runtime.backend import Backend, BackendStateError
+from restorekit.runtime.opencv import cv2
+from restorekit.runtime.ort_backend import OrtOptions
+from restorekit.runtime.restore import Restored, Restorer, TileOptions
+
+
+class RestorationSession:
+    """An artifact opened for restoring images; use it as a context manager.
+
+    Args:
+        artifact: an ``.onnx`` or ``.engine`` file with its manifest beside it.
+        backend: ``ort`` or ``trt``; default: from the file's suffix.
+        provider: ONNX Runtime execution provider: ``cpu``, ``cuda`` or ``tensorrt``.
+        threads: ONNX Runtime intra-op threads (default: one per core).
+        tile: tile (height, width) for a dynamic-size ONNX; a static artifact has its own.
+        overlap: tile overlap in pixels; default: the manifest's.
+        batch: tiles per inference call; default: the manifest's.
+
+    Raises:
+        InputError: the artifact is missing or the backend does not fit it.
+        ManifestError: the artifact has no readable manifest.
+        ProviderError: the ONNX Runtime provider is unknown.
+    """
+
+    def __init__(
+        self,
+        artifact: str | Path,
+        *,
+        backend: str | None = None,
+        provider: str = "cpu",
+        threads: int | None = None,
+        tile: tuple[int, int] | None = None,
+        overlap: int | None = None,
+        batch: int | None = None,
+    ) -> None:
+        self.artifact = Path(artifact)
+        self._backend, self.manifest = backend_from_artifact(
+            self.artifact, backend, OrtOptions(provider=provider, threads=threads), batch=batch
+        )
+        self._tiles = TileOptions(tile=tile, overlap=overlap, batch=batch)
+        self._restorer: Restorer | None = None
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def restorer(self) -> Restorer:
+        """The :class:`Restorer` driving the open backend (batch jobs use it directly).
+
+        Raises:
+            BackendStateError: outside the ``with`` block.
+        """
+        if self._restorer is None:
+            raise BackendStateError(
+                f"{self.artifact.name} is not open: restore inside `with restorekit.open(...) as "
+                "model:` (sessions, engines and GPU memory exist only there)"
+            )
+        return self._restorer
+
+    def __enter__(self) -> RestorationSession:
+        self._backend.__enter__()
+        try:
+            self._restorer = Restorer(self._backend, self.manifest, self._tiles)
+        except BaseException:
+            self._backend.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._restorer = None
+        self._backend.__exit__(exc_type, exc, tb)
+
+    def restore(self, image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+        """Restore one image of any size and return it with the same dtype and layout.
+
+        Args:
+            image: ``uint8`` or ``uint16``; (H, W) gray, (H, W, 3) colour or (H, W, 4) colour
+                with alpha (the alpha is carried over, not restored).
+            bgr: the colour channels are in OpenCV's order (BGR/BGRA), as ``cv2.imread`` and
+                ``cv2.VideoCapture`` give them; the result comes back in the same order.
+
+        Returns:
+            The restored image: (H*s, W*s[, C]) for a model of scale ``s``. A gray model on a
+            colour image restores the luma and keeps the colour; a colour model on a gray image
+            returns gray.
+
+        Raises:
+            BackendStateError: called outside the ``with`` block.
+            InputError: not a numpy image of a supported dtype and shape.
+            NonFiniteOutputError: the model's output held NaN/Inf (the message says where;
+                :meth:`restore_with_report` returns such images with those values as 0).
+        """
+        result = self.restore_with_report(image, bgr=bgr)
+        if result.nonfinite:
+            where = "; ".join(t.describe() for t in result.nonfinite[:3])
+            more = len(result.nonfinite) - 3
+            raise NonFiniteOutputError(
+                f"{self.manifest.model}: NaN/Inf in the model output: {where}"
+                + (f" (and {more} more tiles)" if more > 0 else "")
+                + "; an FP16/INT8 graph may overflow here: try the FP32 artifact"
+            )
+        return result.image
+
+    def restore_with_report(self, image: np.ndarray, *, bgr: bool = False) -> Restored:
+        """Like :meth:`restore`, but returns the :class:`Restored` record (image, tiles and the
+        tiles whose output held NaN/Inf, written as 0) instead of raising on NaN/Inf.
+
+        Raises:
+            BackendStateError: called outside the ``with`` block.
+            InputError: not a numpy image of a supported dtype and shape.
+        """
+        restorer = self.restorer
+        if not isinstance(image, np.ndarray):
+            raise InputError(f"expected a numpy image array, got {type(image).__name__}")
+        if bgr:
+            image = _swap_red_blue(image)
+        result = restorer.restore(image)
+        if bgr:
+            result.image = _swap_red_blue(result.image)
+        return result
+
+    def __repr__(self) -> str:
+        state = "open" if self._restorer is not None else "closed"
+        return f"<RestorationSession {self.artifact.name} ({self.manifest.model}), {state}>"
+
+
+def _swap_red_blue(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        return image
+    code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+    return cv2.cvtColor(image, code)
+
+
+def open_artifact(artifact: str | Path, **options: object) -> RestorationSession:
+    """Open an exported ``.onnx`` or built ``.engine`` for restoring images (``restorekit.open``).
+
+    Keyword options are those of :class:`RestorationSession`.
+
+    Raises:
+        InputError: the artifact is missing or the backend does not fit it.
+        ManifestError: the artifact has no readable manifest.
+    """
+    return RestorationSession(artifact, **options)  # type: ignore[arg-type]
+
+
+__all__ = ["RestorationSession", "open_artifact"]
