@@ -1,27 +1,59 @@
-"""``restore-run ARTIFACT INPUT... -o OUT``: restore images, folders, videos or a camera stream
-with an exported ``.onnx`` (ONNX Runtime) or a built ``.engine`` (TensorRT)."""
+"""``restore-run ARTIFACT INPUT... [-o OUT] [--sink PIPELINE] [--rtsp-serve PORT] [--show]``:
+restore images, folders, videos, cameras and network streams with an exported ``.onnx`` (ONNX
+Runtime) or a built ``.engine`` (TensorRT), into files, GStreamer pipelines, an RTSP server or a
+window."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from restorekit.cli.entry import positive_int, run, tile_shape
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="restore-run",
-        description="Restore images, folders, globs, videos or a camera with an exported model.",
+        description="Restore images, folders, globs, videos, cameras or network streams with an "
+        "exported model; write files, stream through GStreamer or RTSP, or show a window.",
     )
     p.add_argument("artifact", help="an .onnx or .engine file with its manifest (<file>.json)")
     p.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image files, folders, globs, video files, camera:N or a GStreamer pipeline",
+        help="image files, folders, globs, video files; live: camera:N, /dev/videoN, an RTSP/HTTP "
+        "URL or a GStreamer pipeline ending in appsink",
     )
-    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    p.add_argument("-o", "--output", help="output file (one input) or folder")
+    p.add_argument("--sink", action="append", default=[], metavar="PIPELINE",
+                   help="also send streams to this GStreamer pipeline, starting with appsrc "
+                   "(repeatable), e.g. 'appsrc ! videoconvert ! x264enc tune=zerolatency ! "
+                   "rtph264pay ! udpsink host=127.0.0.1 port=5600'")  # fmt: skip
+    p.add_argument("--rtsp-serve", type=_port, metavar="PORT",
+                   help="serve streams over RTSP at rtsp://127.0.0.1:PORT/restored")  # fmt: skip
+    p.add_argument("--show", action="store_true", help="show streams in a window")
+    p.add_argument("--every-frame", action="store_true",
+                   help="read live sources frame by frame like files (by default a live source "
+                   "gives its newest frame and counts the dropped ones)")  # fmt: skip
+    p.add_argument("--stats", type=Path, metavar="FILE",
+                   help="write the figures (fps, latency, drops, per-stage time) as JSON")  # fmt: skip
+    p.add_argument("--fallback", metavar="FP32_ARTIFACT",
+                   help="FP32 artifact that recomputes tiles whose output is NaN/Inf (default: "
+                   "the FP32 ONNX beside an FP16/INT8 artifact, if there)")  # fmt: skip
+    p.add_argument("--no-fallback", action="store_true", help="no FP32 fallback")
     p.add_argument("--backend", choices=("ort", "trt"), help="default: from the artifact's suffix")
     p.add_argument(
         "--provider",
@@ -42,26 +74,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     def command(args: argparse.Namespace) -> int:
-        from restorekit.runtime.jobs import run_job
+        from restorekit.errors import InputError
+        from restorekit.files import write_text_atomic
+        from restorekit.runtime.jobs import StreamOptions, run_job
         from restorekit.runtime.session import open_artifact
 
+        if args.fallback and args.no_fallback:
+            raise InputError("--fallback and --no-fallback contradict each other; give one")
+        if args.show:
+            from restorekit.runtime.sinks import require_display
+
+            require_display()  # before anything is opened
+        if args.output is None and not (args.sink or args.rtsp_serve or args.show):
+            raise InputError(
+                "nowhere to write: give -o FILE/FOLDER, or for streams --sink PIPELINE, "
+                "--rtsp-serve PORT or --show"
+            )
+        fallback = False if args.no_fallback else args.fallback
         session = open_artifact(
             args.artifact, backend=args.backend, provider=args.provider, threads=args.threads,
-            tile=args.tile, overlap=args.overlap, batch=args.batch,
+            tile=args.tile, overlap=args.overlap, batch=args.batch, fallback=fallback,
         )  # fmt: skip
+        stream = StreamOptions(tuple(args.sink), args.rtsp_serve, args.show, args.every_frame)
+        if args.rtsp_serve and not args.quiet:
+            print(f"serving rtsp://127.0.0.1:{args.rtsp_serve}/restored", file=sys.stderr)
         with session:
+            if session.fallback_path is not None and not args.quiet:
+                print(f"fallback: {session.fallback_path.name} recomputes NaN/Inf tiles",
+                      file=sys.stderr)  # fmt: skip
             summary = run_job(
                 session.restorer, args.inputs, args.output, progress=not args.quiet,
-                max_frames=args.frames,
+                max_frames=args.frames, stream=stream,
             )  # fmt: skip
         for source, message in summary.warnings:
             print(f"warning: {source}: {message}", file=sys.stderr)
         for source, message in summary.failures:
             print(f"failed: {source}: {message}", file=sys.stderr)
+        for stats in summary.streams:
+            print(stream_line(stats))
+        if args.stats is not None:
+            doc = {"summary": summary.line(), "streams": [s.to_dict() for s in summary.streams],
+                   "failures": [{"input": i, "error": e} for i, e in summary.failures]}  # fmt: skip
+            write_text_atomic(args.stats, json.dumps(doc, indent=2) + "\n")
         print(summary.line())
         return 1 if summary.failures else 0
 
     return run(build_parser(), argv, command)
+
+
+def stream_line(stats) -> str:
+    """One line per stream for the end of a run."""
+    p50, p95 = stats.latency_ms(0.5), stats.latency_ms(0.95)
+    parts = [
+        f"{stats.source}: {stats.frames_out} frames written of {stats.frames_in} read",
+        f"{stats.dropped} dropped" if stats.live else "",
+        f"{stats.fps_out:.1f} fps",
+        f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms" if stats.latency else "",
+        f"ended: {stats.ended}",
+    ]
+    return "; ".join(p for p in parts if p)
 
 
 if __name__ == "__main__":

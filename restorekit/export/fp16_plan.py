@@ -143,7 +143,6 @@ def plan_fp16(
     return plan, final
 
 
-
 def evaluator(
     tiles: np.ndarray, reference: np.ndarray, value_range: float
 ) -> Callable[[onnx.ModelProto], Agreement]:

@@ -11,6 +11,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -18,15 +19,30 @@ from tqdm import tqdm
 from restorekit.errors import InputError, RestoreKitError
 from restorekit.runtime.imageio import keeps_alpha, read_image, write_image
 from restorekit.runtime.media import (
-    AtomicVideoWriter,
     Source,
-    capture_fps,
     expand_sources,
-    frames,
-    open_capture,
     output_path,
 )
 from restorekit.runtime.restore import Restorer
+from restorekit.runtime.stream import StreamStats, run_stream
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Where video and live streams go besides ``-o``, and how live sources are read.
+
+    Attributes:
+        pipelines: GStreamer pipelines starting with ``appsrc`` (``--sink``), one per stream.
+        rtsp_port: serve the restored stream over RTSP on this port (``--rtsp-serve``).
+        show: show the restored frames in a window (``--show``).
+        every_frame: read live sources frame by frame, as files (``--every-frame``); by default a
+            live source hands over its newest frame and counts the ones it drops.
+    """
+
+    pipelines: tuple[str, ...] = ()
+    rtsp_port: int | None = None
+    show: bool = False
+    every_frame: bool = False
 
 
 @dataclass
@@ -40,6 +56,7 @@ class JobSummary:
     written: list[Path] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    streams: list[StreamStats] = field(default_factory=list)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -62,25 +79,31 @@ class JobSummary:
 def run_job(
     restorer: Restorer,
     inputs: list[str],
-    output: str | Path,
+    output: str | Path | None,
     *,
     progress: bool = True,
     max_frames: int | None = None,
+    stream: StreamOptions | None = None,
 ) -> JobSummary:
-    """Restore every input into ``output`` (a file for one image/video, else a folder).
+    """Restore every input into ``output`` (a file for one image/video, else a folder), and
+    streams also into the sinks ``stream`` names.
 
     Args:
         restorer: wraps an open backend.
-        inputs: files, folders, globs, videos, ``camera:N`` or GStreamer pipelines.
-        output: target file or folder.
-        progress: show tqdm bars.
-        max_frames: stop video/camera streams after this many frames (cameras run until
-            interrupted otherwise).
+        inputs: files, folders, globs, videos, cameras (``camera:N``, ``/dev/videoN``), RTSP/HTTP
+            URLs or GStreamer pipelines.
+        output: target file or folder (images need one; streams may go to sinks only).
+        progress: show tqdm bars and the live readout.
+        max_frames: stop video/camera streams after this many frames (live sources run until
+            they end or Ctrl-C otherwise).
+        stream: the stream sinks and reading options.
 
     Raises:
-        InputError: nothing to do (no input matched) or a camera cannot be opened.
+        InputError: nothing to do (no input matched), images without ``output``, or a live
+            source cannot be opened.
     """
-    output = Path(output)
+    options = stream or StreamOptions()
+    output = Path(output) if output is not None else None
     summary = JobSummary()
     sources, missing = expand_sources(inputs)
     summary.failures += missing
@@ -101,6 +124,10 @@ def run_job(
             if k < len(sources) and sources[k].kind == "image" and k not in reads:
                 reads[k] = io.submit(read_image, sources[k].path)
 
+        if output is None and any(s.kind == "image" for s in sources):
+            raise InputError(
+                "images are restored into files: give -o FILE (one image) or -o FOLDER"
+            )
         prefetch(0)
         for k, source in enumerate(files):
             try:
@@ -120,13 +147,12 @@ def run_job(
                         )
                 else:
                     prefetch(k + 1)
-                    _run_stream(restorer, source, output, single, summary, progress, max_frames)
-            except InputError as exc:
-                if source.kind == "camera":
-                    _drain(writes, summary)
-                    raise
-                summary.failures.append((source.location, str(exc)))
+                    _run_stream(restorer, source, output, single, summary, progress, max_frames,
+                                options)  # fmt: skip
             except (RestoreKitError, OSError) as exc:
+                if source.kind == "camera" and isinstance(exc, RestoreKitError):
+                    _drain(writes, summary)
+                    raise  # a live source that cannot run ends the job with the reason
                 summary.failures.append((source.location, str(exc)))
         _drain(writes, summary)
     summary.seconds = time.perf_counter() - started
@@ -178,58 +204,89 @@ def _run_image(
     return target, result.image, h * w / 1e6
 
 
+def _stream_sinks(
+    source: Source, output: Path | None, single: bool, options: StreamOptions, fps: float
+) -> tuple[Any, Path | None]:
+    """The sinks of one stream (a ``Tee``) and the video file it records, if any."""
+    from restorekit.runtime.sinks import (
+        DisplaySink,
+        GStreamerSink,
+        RtspServerSink,
+        Tee,
+        VideoFileSink,
+    )
+
+    sinks: list[Any] = []
+    target = None
+    if output is not None:
+        if source.kind == "camera":
+            name = f"camera{source.location}" if source.location.isdigit() else "stream"
+            target = output if single and output.suffix else output / f"{name}.mp4"
+        else:
+            target = output_path(source.path, output, single=single)
+        sinks.append(VideoFileSink(target, fps))
+    sinks += [GStreamerSink(pipeline, fps) for pipeline in options.pipelines]
+    if options.rtsp_port is not None:
+        sinks.append(RtspServerSink(options.rtsp_port, fps=fps))
+    if options.show:
+        sinks.append(DisplaySink(str(source.location)))
+    if not sinks:
+        raise InputError(
+            f"{source.location}: nowhere to write the restored frames: give -o FILE/FOLDER, "
+            "--sink PIPELINE, --rtsp-serve PORT or --show"
+        )
+    return Tee(sinks), target
+
+
 def _run_stream(
     restorer: Restorer,
     source: Source,
-    output: Path,
+    output: Path | None,
     single: bool,
     summary: JobSummary,
     progress: bool,
     max_frames: int | None,
+    options: StreamOptions,
 ) -> None:
-    cap = open_capture(source)
-    try:
-        fps = capture_fps(cap)
-        if source.kind == "camera":
-            name = Path(f"camera{source.location}" if source.location.isdigit() else "pipeline")
-            target = output if single and output.suffix else output / f"{name}.mp4"
-            total = max_frames
-        else:
-            target = output_path(source.path, output, single=single)
-            count = int(cap.get(7))  # CAP_PROP_FRAME_COUNT; an estimate for some containers
-            total = min(count, max_frames) if max_frames else (count or None)
-        with (
-            AtomicVideoWriter(target, fps) as writer,
-            tqdm(total=total, desc=str(source.location), unit="frame", disable=not progress) as bar,
-        ):
-            interval = None  # smoothed time between frames, capture included
-            last = time.perf_counter()
+    from restorekit.runtime.sources import open_source
+
+    every_frame = options.every_frame or source.kind == "video"
+    with open_source(source.location, every_frame=every_frame) as frames_in:
+        tee, target = _stream_sinks(source, output, single, options, frames_in.fps)
+        stats = StreamStats(source=source.location, live=frames_in.live)
+        count = getattr(frames_in, "frame_count", None)  # files: the container's estimate
+        total = min(count, max_frames) if count and max_frames else (count or max_frames)
+        ok = False
+        with tqdm(total=total, desc=str(source.location), unit="frame",
+                  disable=not progress) as bar:  # fmt: skip
+
+            def on_frame(s: StreamStats) -> None:
+                bar.update(1)
+                bar.set_postfix(s.readout(), refresh=False)
+
             try:
-                for index, frame in enumerate(frames(cap, max_frames)):
-                    t0 = time.perf_counter()
-                    result = restorer.restore(frame)
-                    latency = time.perf_counter() - t0
-                    for tile in result.nonfinite:
-                        summary.warnings.append(
-                            (source.location, f"frame {index}: {tile.describe()} (written as 0)")
-                        )
-                    writer.write(result.image)
-                    summary.frames += 1
-                    summary.megapixels += frame.shape[0] * frame.shape[1] / 1e6
-                    now = time.perf_counter()
-                    step, last = now - last, now
-                    interval = step if interval is None else 0.9 * interval + 0.1 * step
-                    bar.update(1)
-                    bar.set_postfix(
-                        fps=f"{1.0 / max(interval, 1e-9):.1f}", latency_ms=f"{latency * 1e3:.0f}"
-                    )
-            except KeyboardInterrupt:
-                if source.kind != "camera":
-                    raise
-                # Ctrl-C is how a live camera run ends: keep what was recorded.
-            if writer.frames == 0:
-                raise InputError(f"{source.location}: no frames could be read")
-            writer.commit()
+                run_stream(frames_in, restorer.restore, tee, stats=stats, on_frame=on_frame,
+                           max_frames=max_frames)  # fmt: skip
+                ok = stats.frames_out > 0
+            finally:
+                tee.close(ok=ok)
+    stats.sink_failures += [f for f in getattr(tee, "failures", ()) if f not in stats.sink_failures]
+    summary.streams.append(stats)
+    summary.frames += stats.frames_out
+    summary.megapixels += stats.megapixels
+    if stats.nonfinite_tiles:
+        summary.warnings.append(
+            (source.location, f"{stats.nonfinite_tiles} tiles had NaN/Inf (written as 0)")
+        )
+    if stats.repaired_tiles:
+        summary.warnings.append(
+            (source.location, f"{stats.repaired_tiles} tiles recomputed by the FP32 fallback")
+        )
+    for sink, message in stats.sink_failures:
+        summary.failures.append((source.location, f"{sink}: {message}"))
+    if stats.frames_out == 0:
+        raise InputError(f"{source.location}: no frames could be read ({stats.ended})")
+    if stats.ended.startswith("source vanished"):
+        summary.failures.append((source.location, stats.ended))
+    if target is not None:
         summary.written.append(target)
-    finally:
-        cap.release()

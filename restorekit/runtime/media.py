@@ -1,5 +1,6 @@
-"""Where pixels come from and go to: image files, folders and globs, video files and cameras
-(a device index or a GStreamer pipeline, as on Jetson). Frames in memory are RGB like images.
+"""What the user named as inputs (image files, folders, globs, video files, live sources) and
+where each result goes; the atomic video writer the video-file sink uses. Reading frames is
+``sources.py``'s job, writing streams ``sinks.py``'s.
 
 Outputs are written atomically (a temporary file beside the target, renamed at the end) and never
 replace an input: a target that resolves to an input file is renamed ``<stem>_restored<suffix>``.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +37,19 @@ class Source:
         return Path(self.location)
 
 
+LIVE_URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtmp://")
+
+
 def is_camera(text: str) -> bool:
-    """``camera:0`` / ``0`` (a device index) or a GStreamer pipeline (contains ``!``)."""
-    return text.startswith("camera:") or text.isdigit() or "!" in text
+    """A live source: ``camera:0`` / ``0`` (a device index), ``/dev/videoN``, an RTSP/HTTP URL
+    or a GStreamer pipeline (contains ``!``)."""
+    return (
+        text.startswith("camera:")
+        or text.isdigit()
+        or text.startswith("/dev/video")
+        or text.lower().startswith(LIVE_URL_SCHEMES)
+        or "!" in text
+    )
 
 
 def expand_sources(inputs: list[str]) -> tuple[list[Source], list[tuple[str, str]]]:
@@ -62,6 +72,8 @@ def expand_sources(inputs: list[str]) -> tuple[list[Source], list[tuple[str, str
         elif path.is_file():
             kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
             sources.append(Source(kind, text))
+        elif is_camera(text):
+            sources.append(Source("camera", text.removeprefix("camera:")))
         elif glob.has_magic(text):
             found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
             if not found:
@@ -69,8 +81,6 @@ def expand_sources(inputs: list[str]) -> tuple[list[Source], list[tuple[str, str
             for p in found:
                 kind = "video" if p.suffix.lower() in VIDEO_SUFFIXES else "image"
                 sources.append(Source(kind, str(p)))
-        elif is_camera(text):
-            sources.append(Source("camera", text.removeprefix("camera:")))
         else:
             missing.append((text, "no such file or folder"))
     return sources, missing
@@ -90,50 +100,6 @@ def output_path(source: Path, output: Path, *, single: bool, suffix: str | None 
     if target.resolve() == source.resolve():
         target = target.with_name(f"{target.stem}_restored{target.suffix}")
     return target
-
-
-def open_capture(source: Source) -> cv2.VideoCapture:
-    """Open a video file or camera.
-
-    Raises:
-        InputError: OpenCV cannot open it (the message says what to check).
-    """
-    if source.kind == "camera":
-        loc = source.location
-        if loc.isdigit():
-            cap = cv2.VideoCapture(int(loc))
-            what = f"camera device {loc} (/dev/video{loc})"
-        else:
-            cap = cv2.VideoCapture(loc, cv2.CAP_GSTREAMER)
-            what = f"GStreamer pipeline {loc!r}"
-        if not cap.isOpened():
-            cap.release()
-            raise InputError(
-                f"cannot open {what}: check that it exists and is not in use, and for pipelines "
-                "that OpenCV was built with GStreamer (cv2.getBuildInformation())"
-            )
-        return cap
-    cap = cv2.VideoCapture(source.location)
-    if not cap.isOpened():
-        cap.release()
-        raise InputError(f"cannot open video {source.location} (missing, corrupt or unsupported)")
-    return cap
-
-
-def capture_fps(cap: cv2.VideoCapture, default: float = 30.0) -> float:
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    return float(fps) if fps and fps > 0 and np.isfinite(fps) else default
-
-
-def frames(cap: cv2.VideoCapture, limit: int | None = None) -> Iterator[np.ndarray]:
-    """RGB frames until the stream ends (or ``limit`` frames)."""
-    count = 0
-    while limit is None or count < limit:
-        ok, bgr = cap.read()
-        if not ok:
-            return
-        count += 1
-        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else bgr
 
 
 class AtomicVideoWriter:

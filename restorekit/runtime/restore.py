@@ -25,6 +25,7 @@ from restorekit.runtime.tiling import (
     NonFiniteTile,
     TileBatch,
     TiledResult,
+    TileGuard,
     TilePlan,
     check_tile_multiple,
     plan_tiles,
@@ -51,11 +52,13 @@ class TileOptions:
 
 @dataclass
 class Restored:
-    """A restored image (same dtype and channel count as the input) and what went wrong in it."""
+    """A restored image (same dtype and channel count as the input) and what went wrong in it:
+    tiles whose output stayed NaN/Inf (written as 0) and tiles the fallback computed again."""
 
     image: np.ndarray
     nonfinite: list[NonFiniteTile] = field(default_factory=list)
     tiles: int = 0
+    repaired: list[NonFiniteTile] = field(default_factory=list)
 
 
 def plan_for(
@@ -133,16 +136,27 @@ class Restorer:
         backend: an open :class:`Backend` (the restorer never asks which kind).
         manifest: the artifact's manifest.
         options: tile/overlap/batch overrides.
+        fallback: an open backend of a trusted (FP32) artifact of the same model and tile: a
+            tile whose output is NaN/Inf or far outside the value range (:class:`TileGuard`) is
+            computed again there and replaced.
 
     Raises:
-        ManifestError: the manifest contradicts the artifact (tile shape, channels).
+        ManifestError: the manifest contradicts the artifact (tile shape, channels), or the
+            fallback does not take the primary's tiles.
         TileSizeError: an override does not fit the artifact.
     """
 
-    def __init__(self, backend: Backend, manifest: Manifest, options: TileOptions | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        manifest: Manifest,
+        options: TileOptions | None = None,
+        fallback: Backend | None = None,
+    ):
         self.backend = backend
         self.manifest = manifest
         self.options = options or TileOptions()
+        self.fallback = fallback
         spec = backend.input_spec
         if len(spec.shape) != 4:
             raise ManifestError(f"input '{spec.name}' has shape {spec.shape}; expected NCHW")
@@ -226,6 +240,9 @@ class Restorer:
             pad_batch=self.pad_batch,
             dtype=self.backend.input_spec.dtype,  # the engine's, e.g. float16 I/O
         )
+        guard = None
+        if self.fallback is not None:
+            guard = TileGuard.for_range(self._repair, self.manifest.output.value_range)
         return run_tiled(
             plan,
             batches,
@@ -233,7 +250,23 @@ class Restorer:
             on_batch=on_tiles,
             keep_nonfinite=keep_nonfinite,
             emit=emit,
+            guard=guard,
         )
+
+    def _repair(self, tile: np.ndarray) -> np.ndarray:
+        """One input tile (C, th, tw) through the fallback, as a batch it accepts."""
+        assert self.fallback is not None
+        spec = self.fallback.input_spec
+        batch = spec.static_batch or 1
+        x = np.repeat(tile.astype(spec.dtype)[None], batch, axis=0)
+        reason = spec.accepts(x.shape)
+        if reason is not None:
+            raise ManifestError(
+                f"the fallback artifact cannot take this model's tiles ({reason}); give an FP32 "
+                "artifact exported with the same tile (restore-export writes one beside every "
+                "FP16/INT8 graph)"
+            )
+        return self.fallback.infer(x)[0]
 
     def restore(self, image: np.ndarray, on_tiles: Callable[[int], None] | None = None) -> Restored:
         """Restore an RGB (H, W, 3), RGBA (H, W, 4) or gray (H, W) ``uint8``/``uint16`` image.
@@ -268,7 +301,8 @@ class Restorer:
                 out[rows] = output_to_image(block, spec, image.dtype)
 
             result = self.infer_image(image, on_tiles, emit=emit)
-            return Restored(out if colour_in else out[:, :, 0], result.nonfinite, plan.count)
+            image_out = out if colour_in else out[:, :, 0]
+            return Restored(image_out, result.nonfinite, plan.count, result.repaired)
         result = self.infer_image(image, on_tiles)
         unit = to_unit_output(result.output, spec)  # (H, W, C) in [0, 1]
         if unit.shape[2] == 1 and colour_in:
@@ -276,7 +310,7 @@ class Restorer:
             unit = recombine_luma(unit[:, :, 0], crcb)
         elif unit.shape[2] == 3 and not colour_in:
             unit = gray_from_rgb(unit)[:, :, None]
-        return Restored(quantize(unit, image.dtype), result.nonfinite, plan.count)
+        return Restored(quantize(unit, image.dtype), result.nonfinite, plan.count, result.repaired)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -15,17 +15,21 @@ Torch-free, like the rest of the runtime.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
 from restorekit.errors import InputError, NonFiniteOutputError
+from restorekit.manifest import Manifest, read_manifest
+from restorekit.naming import onnx_name
 from restorekit.runtime.artifact import backend_from_artifact
 from restorekit.runtime.backend import Backend, BackendStateError
 from restorekit.runtime.opencv import cv2
 from restorekit.runtime.ort_backend import OrtOptions
 from restorekit.runtime.restore import Restored, Restorer, TileOptions
+from restorekit.runtime.stream import pipelined
 
 
 class RestorationSession:
@@ -39,6 +43,10 @@ class RestorationSession:
         tile: tile (height, width) for a dynamic-size ONNX; a static artifact has its own.
         overlap: tile overlap in pixels; default: the manifest's.
         batch: tiles per inference call; default: the manifest's.
+        fallback: an FP32 artifact of the same model and tile that recomputes any tile whose
+            output is NaN/Inf or far outside the value range (the numeric guard); default: for an
+            FP16/INT8 artifact, the FP32 ONNX ``restore-export`` wrote beside it, if it is there;
+            ``False``: no fallback.
 
     Raises:
         InputError: the artifact is missing or the backend does not fit it.
@@ -56,13 +64,19 @@ class RestorationSession:
         tile: tuple[int, int] | None = None,
         overlap: int | None = None,
         batch: int | None = None,
+        fallback: str | Path | bool | None = None,
     ) -> None:
         self.artifact = Path(artifact)
+        ort = OrtOptions(provider=provider, threads=threads)
         self._backend, self.manifest = backend_from_artifact(
-            self.artifact, backend, OrtOptions(provider=provider, threads=threads), batch=batch
+            self.artifact, backend, ort, batch=batch
         )
         self._tiles = TileOptions(tile=tile, overlap=overlap, batch=batch)
         self._restorer: Restorer | None = None
+        self.fallback_path = fallback_artifact(self.artifact, self.manifest, fallback)
+        self._fallback: Backend | None = None
+        if self.fallback_path is not None:
+            self._fallback, _ = backend_from_artifact(self.fallback_path, None, ort, batch=1)
 
     @property
     def backend(self) -> Backend:
@@ -85,11 +99,21 @@ class RestorationSession:
     def __enter__(self) -> RestorationSession:
         self._backend.__enter__()
         try:
-            self._restorer = Restorer(self._backend, self.manifest, self._tiles)
+            if self._fallback is not None:
+                self._fallback.__enter__()
+            self._restorer = Restorer(self._backend, self.manifest, self._tiles, self._fallback)
         except BaseException:
-            self._backend.__exit__(None, None, None)
+            self._close_backends()
             raise
         return self
+
+    def _close_backends(self) -> None:
+        try:
+            if self._fallback is not None and self._fallback.is_open:
+                self._fallback.__exit__(None, None, None)
+        finally:
+            if self._backend.is_open:
+                self._backend.__exit__(None, None, None)
 
     def __exit__(
         self,
@@ -98,7 +122,7 @@ class RestorationSession:
         tb: TracebackType | None,
     ) -> None:
         self._restorer = None
-        self._backend.__exit__(exc_type, exc, tb)
+        self._close_backends()
 
     def restore(self, image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
         """Restore one image of any size and return it with the same dtype and layout.
@@ -149,9 +173,62 @@ class RestorationSession:
             result.image = _swap_red_blue(result.image)
         return result
 
+    def stream(self, frames: Iterable[np.ndarray], *, bgr: bool = False) -> Iterator[np.ndarray]:
+        """Restored frames of ``frames``, in order, as they are ready.
+
+        The model restores the next frame in a worker thread while your loop handles the
+        current one (encode, send, show), and ``frames`` is read only when the worker is free,
+        so a camera generator is asked for its newest frame, not one queued earlier. At most two
+        restored frames wait for you. Stop early with ``break``: the worker stops too.
+
+        Args:
+            frames: images as :meth:`restore` takes them (e.g. a generator over
+                ``cv2.VideoCapture.read``).
+            bgr: as for :meth:`restore`.
+
+        Raises:
+            BackendStateError: used outside the ``with`` block.
+            InputError, NonFiniteOutputError: as :meth:`restore`, for the frame concerned.
+        """
+        self.restorer  # noqa: B018 - raises outside the with-block, before any thread starts
+        yield from pipelined(frames, lambda frame: self.restore(frame, bgr=bgr))
+
     def __repr__(self) -> str:
         state = "open" if self._restorer is not None else "closed"
         return f"<RestorationSession {self.artifact.name} ({self.manifest.model}), {state}>"
+
+
+def fallback_artifact(
+    artifact: Path, manifest: Manifest, fallback: str | Path | bool | None
+) -> Path | None:
+    """The FP32 artifact that guards ``artifact``: the one given, else (``None``) the FP32 ONNX the
+    exporter names beside an FP16/INT8 artifact when it exists, else none.
+
+    Raises:
+        InputError: a given fallback does not exist, or is not FP32 of the same model and tile.
+    """
+    if fallback is False or (fallback is None and manifest.precision.precision == "fp32"):
+        return None
+    if fallback is None or fallback is True:
+        beside = artifact.with_name(onnx_name(manifest.model, "fp32", manifest.tile))
+        if beside.is_file() and beside != artifact:
+            return beside
+        if fallback is True:
+            raise InputError(
+                f"no FP32 fallback beside {artifact.name} (looked for {beside.name}); give one "
+                "with --fallback MODEL.fp32.onnx"
+            )
+        return None
+    path = Path(fallback)
+    if not path.is_file():
+        raise InputError(f"fallback artifact not found: {path}")
+    theirs = read_manifest(path)
+    if theirs.model != manifest.model or theirs.precision.precision != "fp32":
+        raise InputError(
+            f"{path.name} is {theirs.model} {theirs.precision.precision}; the fallback of "
+            f"{artifact.name} must be an FP32 artifact of {manifest.model}"
+        )
+    return path
 
 
 def _swap_red_blue(image: np.ndarray) -> np.ndarray:

@@ -27,9 +27,10 @@ spans one tile row. Memory is the input, two tile batches, that band and the cal
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -208,11 +209,40 @@ class NonFiniteTile:
 
 @dataclass
 class TiledResult:
-    """Blended output (C, H*s, W*s) float32 (``None`` when rows were emitted) and the tiles that
-    produced non-finite values."""
+    """Blended output (C, H*s, W*s) float32 (``None`` when rows were emitted), the tiles whose
+    output stayed non-finite, and the tiles a fallback model computed again (see
+    :class:`TileGuard`; ``count`` there is the bad values of the first output)."""
 
     output: np.ndarray | None
     nonfinite: list[NonFiniteTile]
+    repaired: list[NonFiniteTile] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TileGuard:
+    """Re-runs a tile whose output is not a plausible image on a second, trusted model.
+
+    ``repair`` maps one input tile (C, th, tw) to its output (C', th*s, tw*s), e.g. through an
+    FP32 artifact of the same model. A tile's output is implausible when it holds NaN/Inf or
+    leaves ``[low, high]``: by default half the value range beyond either end of it. Restoration
+    outputs are images: they overshoot the range at sharp edges by a few percent, never by half
+    of it, so a value that far out is a numerical failure (an FP16 overflow that stopped short of
+    Inf, an INT8 residual clipped at its calibrated range), not a pixel.
+    """
+
+    repair: Callable[[np.ndarray], np.ndarray]
+    low: float = -math.inf
+    high: float = math.inf
+
+    @classmethod
+    def for_range(
+        cls, repair: Callable[[np.ndarray], np.ndarray], value_range: float, margin: float = 0.5
+    ) -> TileGuard:
+        return cls(repair, -margin * value_range, (1.0 + margin) * value_range)
+
+    def bad(self, tile_out: np.ndarray) -> np.ndarray:
+        """Mask of implausible values."""
+        return ~np.isfinite(tile_out) | (tile_out < self.low) | (tile_out > self.high)
 
 
 @dataclass(frozen=True)
@@ -301,6 +331,9 @@ class Blender:
         keep_nonfinite: leave NaN/Inf of a tile in the blend (accuracy checks count them); by
             default they are replaced by 0 after being recorded.
         emit: receives finished rows (see above).
+        guard: re-run implausible tiles on a fallback model (:class:`TileGuard`); the input
+            tiles must still be in their batch when its output is added (as
+            :func:`tile_batches` keeps them until the batch after next).
     """
 
     def __init__(
@@ -309,10 +342,13 @@ class Blender:
         *,
         keep_nonfinite: bool = False,
         emit: Callable[[slice, np.ndarray], None] | None = None,
+        guard: TileGuard | None = None,
     ) -> None:
         self.plan = plan
         self.keep_nonfinite = keep_nonfinite
         self.emit = emit
+        self.guard = guard
+        self.repaired: list[NonFiniteTile] = []
         s = plan.scale
         out_h, out_w = plan.output_shape
         self.wy = [axis_weights(plan.y, i, s, plan.blend) for i in range(len(plan.y.starts))]
@@ -355,22 +391,34 @@ class Blender:
             self._band = _RowBand(out.shape[1], th * s, out_w, self.wsum_y, self.wsum_x, sink)
         band = self._band
         # One cheap reduction per batch; the per-tile search runs only when it fails.
-        batch_finite = bool(np.isfinite(out.sum()))
+        guard = self.guard
+        if guard is None:
+            batch_ok = bool(np.isfinite(out.sum()))
+        else:
+            low, high = float(out.min()), float(out.max())  # NaN compares False: not ok
+            batch_ok = guard.low <= low and high <= guard.high
         for k, (i, j) in enumerate(tiles.members):
             tile_out = out[k]
-            bad = None if batch_finite else ~np.isfinite(tile_out)
+            bad = None
+            if not batch_ok:
+                bad = ~np.isfinite(tile_out) if guard is None else guard.bad(tile_out)
             if bad is not None and bad.any():
-                self.nonfinite.append(
-                    NonFiniteTile(
-                        plan.y.starts[i] - plan.y.margin,
-                        plan.x.starts[j] - plan.x.margin,
-                        th,
-                        tw,
-                        int(bad.sum()),
-                    )
+                where = NonFiniteTile(
+                    plan.y.starts[i] - plan.y.margin,
+                    plan.x.starts[j] - plan.x.margin,
+                    th,
+                    tw,
+                    int(bad.sum()),
                 )
-                if not self.keep_nonfinite:
-                    tile_out = np.where(bad, 0.0, tile_out).astype(np.float32)
+                if guard is not None:
+                    again = np.asarray(guard.repair(tiles.array[k]), dtype=np.float32)
+                    if not guard.bad(again).any():
+                        self.repaired.append(where)
+                        tile_out, bad = again, None
+                if bad is not None:
+                    self.nonfinite.append(where)
+                    if not self.keep_nonfinite:
+                        tile_out = np.where(bad, 0.0, tile_out).astype(np.float32)
             (dy, sy), (dx, sx) = self.rows[i], self.cols[j]
             # Rows above this tile row's top are final once the tile row begins.
             band.advance(dy.start)
@@ -383,7 +431,7 @@ class Blender:
         """Emit the last rows and return the result."""
         assert self._band is not None, "no tile was blended"
         self._band.advance(self.plan.output_shape[0])
-        return TiledResult(self._full, self.nonfinite)
+        return TiledResult(self._full, self.nonfinite, self.repaired)
 
 
 def run_tiled(
@@ -394,6 +442,7 @@ def run_tiled(
     on_batch: Callable[[int], None] | None = None,
     keep_nonfinite: bool = False,
     emit: Callable[[slice, np.ndarray], None] | None = None,
+    guard: TileGuard | None = None,
 ) -> TiledResult:
     """Run tile batches through a model and blend the outputs (see :class:`Blender`).
 
@@ -403,12 +452,12 @@ def run_tiled(
         infer_many: maps an iterable of (N, C, th, tw) arrays to their outputs in order
             (:meth:`Backend.infer_many`, which lets TensorRT overlap copies and compute).
         on_batch: called with the number of real tiles after each batch (progress bars).
-        keep_nonfinite, emit: as for :class:`Blender`.
+        keep_nonfinite, emit, guard: as for :class:`Blender`.
 
     Raises:
         TileSizeError: the model returned the wrong shape.
     """
-    blender = Blender(plan, keep_nonfinite=keep_nonfinite, emit=emit)
+    blender = Blender(plan, keep_nonfinite=keep_nonfinite, emit=emit, guard=guard)
     pending: deque[TileBatch] = deque()
 
     def arrays() -> Iterator[np.ndarray]:

@@ -16,15 +16,16 @@ PARSER = argparse.ArgumentParser(prog="restore-test")
 
 
 @pytest.mark.parametrize(
-    "argv, code",
+    "argv, codes",
     [
-        (["-m", "restorekit.cli.export", "--list"], EXIT_BROKEN_PIPE),
-        # argparse drops a help text it cannot write and exits as after printing it
-        (["-m", "restorekit.cli.export", "--help"], 0),
-        (["-m", "restorekit.cli.inspect", "--help"], 0),
+        (["-m", "restorekit.cli.export", "--list"], {EXIT_BROKEN_PIPE}),
+        # argparse drops a help text it cannot write (and exits 0) on some Python releases and
+        # raises BrokenPipeError on others: quiet either way
+        (["-m", "restorekit.cli.export", "--help"], {0, EXIT_BROKEN_PIPE}),
+        (["-m", "restorekit.cli.inspect", "--help"], {0, EXIT_BROKEN_PIPE}),
     ],
 )
-def test_output_into_a_closed_pipe_ends_quietly(argv, code):
+def test_output_into_a_closed_pipe_ends_quietly(argv, codes):
     """``restore-export --list | head``: the reader is gone before the command writes."""
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -35,7 +36,7 @@ def test_output_into_a_closed_pipe_ends_quietly(argv, code):
         )  # fmt: skip
     finally:
         os.close(write_end)
-    assert proc.returncode == code, proc.stderr
+    assert proc.returncode in codes, proc.stderr
     assert proc.stderr == ""
 
 

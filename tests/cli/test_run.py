@@ -110,13 +110,21 @@ def test_video_file_keeps_fps_and_frames(artifact, tmp_path, capsys):
     assert not list(tmp_path.glob(".*partial*"))  # the temporary file was renamed into place
 
 
-@pytest.mark.parametrize("camera", ["camera:57", "videotestsrc num-buffers=1 ! nosuchsink"])
-def test_camera_that_cannot_open_is_a_clear_error(artifact, tmp_path, capsys, camera):
+@pytest.mark.parametrize(
+    "camera, says",
+    [
+        ("camera:57", "cannot open "),
+        # Without GStreamer in this OpenCV the message says so and how to get it; with it,
+        # GStreamer's own complaint about the missing element.
+        ("videotestsrc num-buffers=1 ! nosuchelement ! appsink", "GStreamer"),
+    ],
+)
+def test_camera_that_cannot_open_is_a_clear_error(artifact, tmp_path, capsys, camera, says):
     path, _ = artifact
     code = main([str(path), camera, "-o", str(tmp_path / "cam.mp4"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("error: cannot open ") and err.count("\n") == 1
+    assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
     assert "Traceback" not in err
 
 
@@ -166,3 +174,21 @@ def test_nonfinite_output_is_reported_not_written(tmp_path, capsys):
     # every reported tile reaches into the dark columns (x + 48 > 100), none is left of them
     xs = [int(part.split("x=")[1].split()[0].rstrip(",")) for part in err.split("tile at ")[1:]]
     assert xs and all(x + 48 > 100 for x in xs), err
+
+
+def test_show_without_a_display_says_so_before_opening_the_source(artifact, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    path, _ = artifact
+    # An endless live source: had it been opened, this call would not return.
+    endless = "videotestsrc is-live=true ! video/x-raw,width=64,height=48 ! videoconvert ! appsink"
+    code = main([str(path), endless, "--show", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "display" in err and err.count("\n") == 1, err
+
+
+def test_nowhere_to_write_is_a_user_error(artifact, tmp_path, capsys):
+    path, _ = artifact
+    write_image(tmp_path / "in.png", _photo(6))
+    assert main([str(path), str(tmp_path / "in.png"), "--quiet"]) == 2
+    assert "nowhere to write" in capsys.readouterr().err

@@ -84,3 +84,43 @@ def test_nan_output_raises_with_the_tile(tmp_path):
             model.restore(image)
         report = model.restore_with_report(image)
     assert report.nonfinite and (report.image == 0).all()
+
+
+def test_stream_yields_restored_frames_in_order_while_reading_on_demand(artifact):
+    path, net = artifact
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (16, 20, 3), dtype=np.uint8) for _ in range(7)]
+    pulled = []
+
+    def camera():
+        for k, frame in enumerate(frames):
+            pulled.append(k)
+            yield frame
+
+    with restorekit.open(path) as model:
+        singles = [model.restore(f) for f in frames]
+        streamed = []
+        for k, out in enumerate(model.stream(camera())):
+            streamed.append(out)
+            # the worker is at most a couple of frames ahead of this loop, never the whole clip
+            assert len(pulled) <= k + 3
+        assert len(streamed) == 7 and all(
+            np.array_equal(a, b) for a, b in zip(streamed, singles, strict=True)
+        )
+        early = model.stream(iter(frames))
+        first = next(early)
+        early.close()  # stopping early stops the worker
+        assert np.array_equal(first, singles[0])
+
+
+def test_stream_outside_with_and_bad_frames_raise(artifact):
+    path, _ = artifact
+    model = restorekit.open(path)
+    with pytest.raises(BackendStateError):
+        next(model.stream(iter([np.zeros((8, 8, 3), np.uint8)])))
+    with model:
+        frames = [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float32)]
+        results = model.stream(iter(frames))
+        assert next(results).shape == (16, 16, 3)
+        with pytest.raises(InputError, match="8- or 16-bit"):
+            next(results)
