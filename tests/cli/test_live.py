@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
 import restorekit
@@ -24,6 +23,7 @@ from restorekit.runtime.gstreamer import has_gst_bindings, opencv_has_gstreamer
 from restorekit.runtime.opencv import cv2
 from tests.gst_receiver import Receiver, free_port, psnr
 from tests.runtime import tinynet
+from tests.video_frames import read_rgb_frames
 
 pytestmark = pytest.mark.skipif(
     not (opencv_has_gstreamer() and has_gst_bindings(rtsp_server=True)),
@@ -45,19 +45,6 @@ def model(tmp_path_factory):
     return path
 
 
-def _read_all(pipeline: str) -> list[np.ndarray]:
-    """The source's frames read directly with OpenCV, RGB: the offline reference."""
-    capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
-    return frames
-
-
 def test_camera_streamed_over_udp_reaches_a_receiver(model, tmp_path):
     n = 30
     port = free_port(socket.SOCK_DGRAM)
@@ -75,7 +62,7 @@ def test_camera_streamed_over_udp_reaches_a_receiver(model, tmp_path):
     (stream,) = json.loads(stats_path.read_text())["streams"]
     assert stream["frames_out"] == n and stream["dropped"] == 0 and stream["ended"]
     with restorekit.open(model) as session:
-        want = [session.restore(f) for f in _read_all(camera(n))]
+        want = [session.restore(f) for f in read_rgb_frames(camera(n), cv2.CAP_GSTREAMER)]
     got = receiver.frames
     assert len(got) == n and all(f.shape == (H, W, 3) for f in got)
     worst = min(psnr(g, w) for g, w in zip(got, want, strict=True))

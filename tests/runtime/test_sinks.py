@@ -33,6 +33,7 @@ from restorekit.runtime.sinks import (
     require_display,
 )
 from tests.gst_receiver import Receiver, free_port, psnr
+from tests.video_frames import read_rgb_frames
 
 SAMPLE = Path(__file__).resolve().parents[2] / "restorekit" / "data" / "samples" / "astronaut.png"
 # 322 * 3 bytes is not a multiple of 4: GStreamer pads such rows, so this width checks the stride.
@@ -69,13 +70,8 @@ def test_video_file_sink_commits_a_playable_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.avi"]  # no partial left
     cap = cv2.VideoCapture(str(target))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.5)
-    got = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        got.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     cap.release()
+    got = read_rgb_frames(str(target))
     assert len(got) == 8 and got[0].shape == (HEIGHT, WIDTH, 3)
     assert min(psnr(a, b) for a, b in zip(got, sent, strict=True)) > 30  # MJPG at OpenCV's 95
 

@@ -23,6 +23,7 @@ from restorekit.runtime.sources import (
     LiveSource,
     open_source,
 )
+from tests.video_frames import read_rgb_frames
 
 needs_gstreamer = pytest.mark.skipif(
     not opencv_has_gstreamer(),
@@ -71,14 +72,7 @@ def _video(path, count: int = 12, size: tuple[int, int] = (96, 64)) -> None:
 def test_file_source_gives_every_frame_in_order(tmp_path):
     path = tmp_path / "clip.avi"
     _video(path)
-    cap = cv2.VideoCapture(str(path))
-    direct = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        direct.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
+    direct = read_rgb_frames(str(path))
     assert len(direct) == 12
     with open_source(str(path)) as source:
         assert isinstance(source, FileSource) and not source.live
