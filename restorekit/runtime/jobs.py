@@ -267,9 +267,14 @@ def _run_stream(
             try:
                 run_stream(frames_in, restorer.restore, tee, stats=stats, on_frame=on_frame,
                            max_frames=max_frames)  # fmt: skip
-                ok = stats.frames_out > 0
+                # Ctrl-C is how a live run ends (keep what was recorded); a file cut short is
+                # not a result: its partial output is discarded, as after any other error.
+                cut_short = not frames_in.live and stats.ended == "interrupted"
+                ok = stats.frames_out > 0 and not cut_short
             finally:
                 tee.close(ok=ok)
+        if not frames_in.live and stats.ended == "interrupted":
+            raise KeyboardInterrupt
     stats.sink_failures += [f for f in getattr(tee, "failures", ()) if f not in stats.sink_failures]
     summary.streams.append(stats)
     summary.frames += stats.frames_out
