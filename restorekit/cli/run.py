@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "rtph264pay ! udpsink host=127.0.0.1 port=5600'")  # fmt: skip
     p.add_argument("--rtsp-serve", type=_port, metavar="PORT",
                    help="serve streams over RTSP at rtsp://127.0.0.1:PORT/restored")  # fmt: skip
+    p.add_argument("--rtsp-address", default="127.0.0.1", metavar="ADDR",
+                   help="address the RTSP server listens on (default 127.0.0.1; 0.0.0.0 for "
+                   "every interface)")  # fmt: skip
     p.add_argument("--show", action="store_true", help="show streams in a window")
     p.add_argument("--every-frame", action="store_true",
                    help="read live sources frame by frame like files (by default a live source "
@@ -95,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             args.artifact, backend=args.backend, provider=args.provider, threads=args.threads,
             tile=args.tile, overlap=args.overlap, batch=args.batch, fallback=fallback,
         )  # fmt: skip
-        stream = StreamOptions(tuple(args.sink), args.rtsp_serve, args.show, args.every_frame)
+        stream = StreamOptions(tuple(args.sink), args.rtsp_serve, args.show, args.every_frame,
+                               args.rtsp_address)  # fmt: skip
         if args.rtsp_serve and not args.quiet:
-            print(f"serving rtsp://127.0.0.1:{args.rtsp_serve}/restored", file=sys.stderr)
+            print(f"serving rtsp://{args.rtsp_address}:{args.rtsp_serve}/restored",
+                  file=sys.stderr)  # fmt: skip
         with session:
             if session.fallback_path is not None and not args.quiet:
                 print(f"fallback: {session.fallback_path.name} recomputes NaN/Inf tiles",

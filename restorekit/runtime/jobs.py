@@ -34,6 +34,7 @@ class StreamOptions:
     Attributes:
         pipelines: GStreamer pipelines starting with ``appsrc`` (``--sink``), one per stream.
         rtsp_port: serve the restored stream over RTSP on this port (``--rtsp-serve``).
+        rtsp_address: the address the RTSP server listens on (``0.0.0.0``: every interface).
         show: show the restored frames in a window (``--show``).
         every_frame: read live sources frame by frame, as files (``--every-frame``); by default a
             live source hands over its newest frame and counts the ones it drops.
@@ -43,6 +44,7 @@ class StreamOptions:
     rtsp_port: int | None = None
     show: bool = False
     every_frame: bool = False
+    rtsp_address: str = "127.0.0.1"
 
 
 @dataclass
@@ -227,7 +229,7 @@ def _stream_sinks(
         sinks.append(VideoFileSink(target, fps))
     sinks += [GStreamerSink(pipeline, fps) for pipeline in options.pipelines]
     if options.rtsp_port is not None:
-        sinks.append(RtspServerSink(options.rtsp_port, fps=fps))
+        sinks.append(RtspServerSink(options.rtsp_port, fps=fps, address=options.rtsp_address))
     if options.show:
         sinks.append(DisplaySink(str(source.location)))
     if not sinks:
