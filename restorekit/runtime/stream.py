@@ -256,6 +256,8 @@ def run_stream(
             stats.stages["write"].append(now - t0)
             stats.latency.append(now - frame.captured)
             stats.frames_out += 1
+            stats.frames_in = int(getattr(source, "read", stats.frames_out))  # live readout
+            stats.dropped = int(getattr(source, "dropped", 0))
             stats.seconds = now - stats.started
             if on_frame is not None:
                 on_frame(stats)
