@@ -28,7 +28,7 @@ from restorekit.runtime.imageio import read_image
 from restorekit.runtime.ort_backend import OrtOptions
 from restorekit.runtime.pixels import to_model_input
 from restorekit.runtime.restore import Restorer, TileOptions
-from restorekit.runtime.tiling import TilePlan, seam_mask, seam_positions
+from restorekit.runtime.tiling import TilePlan, round_up, seam_mask, seam_positions
 
 SSIM_STRIP = 8  # half-width of the strips SSIM is computed on around seams (window is 11 wide)
 
@@ -182,7 +182,7 @@ def _torch_whole(built, manifest: Manifest, image: np.ndarray) -> np.ndarray:
     chw = to_model_input(image, manifest.input)
     h, w = chw.shape[1:]
     m = manifest.multiple_of
-    ph, pw = -(-h // m) * m - h, -(-w // m) * m - w
+    ph, pw = round_up(h, m) - h, round_up(w, m) - w
     if ph or pw:
         chw = np.pad(chw, ((0, 0), (0, ph), (0, pw)), mode="reflect")
     with torch.inference_mode():
