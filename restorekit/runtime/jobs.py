@@ -25,6 +25,7 @@ from restorekit.runtime.media import (
 )
 from restorekit.runtime.restore import Restorer
 from restorekit.runtime.stream import StreamStats, run_stream
+from restorekit.runtime.tiling import describe_tiles
 
 
 @dataclass(frozen=True)
@@ -191,10 +192,9 @@ def _run_image(
     ) as bar:
         result = restorer.restore(image, on_tiles=bar.update)
     if result.nonfinite:
-        detail = "; ".join(t.describe() for t in result.nonfinite[:5])
-        more = f" (and {len(result.nonfinite) - 5} more tiles)" if len(result.nonfinite) > 5 else ""
+        detail = describe_tiles(result.nonfinite)
         summary.failures.append(
-            (source.location, f"output not written: NaN/Inf in the model output: {detail}{more}")
+            (source.location, f"output not written: NaN/Inf in the model output: {detail}")
         )
         return None
     target = output_path(source.path, output, single=single)

@@ -30,6 +30,7 @@ from restorekit.runtime.opencv import cv2
 from restorekit.runtime.ort_backend import OrtOptions
 from restorekit.runtime.restore import Restored, Restorer, TileOptions
 from restorekit.runtime.stream import pipelined
+from restorekit.runtime.tiling import describe_tiles
 
 
 class RestorationSession:
@@ -146,12 +147,10 @@ class RestorationSession:
         """
         result = self.restore_with_report(image, bgr=bgr)
         if result.nonfinite:
-            where = "; ".join(t.describe() for t in result.nonfinite[:3])
-            more = len(result.nonfinite) - 3
             raise NonFiniteOutputError(
-                f"{self.manifest.model}: NaN/Inf in the model output: {where}"
-                + (f" (and {more} more tiles)" if more > 0 else "")
-                + "; an FP16/INT8 graph may overflow here: try the FP32 artifact"
+                f"{self.manifest.model}: NaN/Inf in the model output: "
+                f"{describe_tiles(result.nonfinite, 3)}; an FP16/INT8 graph may overflow here: "
+                "try the FP32 artifact"
             )
         return result.image
 

@@ -207,6 +207,12 @@ class NonFiniteTile:
         )
 
 
+def describe_tiles(tiles: list[NonFiniteTile], limit: int = 5) -> str:
+    """The first ``limit`` tiles, described, and how many more there are."""
+    text = "; ".join(t.describe() for t in tiles[:limit])
+    return text + (f" (and {len(tiles) - limit} more tiles)" if len(tiles) > limit else "")
+
+
 @dataclass
 class TiledResult:
     """Blended output (C, H*s, W*s) float32 (``None`` when rows were emitted), the tiles whose
