@@ -39,13 +39,54 @@ def read_image(path: str | Path) -> np.ndarray:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise InputError(f"cannot decode {path} as an image (corrupt or unsupported format)")
+    return _from_opencv(image, str(path))
+
+
+def decode_image(data: bytes | memoryview, what: str = "the data") -> np.ndarray:
+    """Decode an encoded image held in memory (a request body), as :func:`read_image` reads files.
+
+    Args:
+        data: the encoded file's bytes (PNG, JPEG, TIFF, WebP, BMP, ...).
+        what: how messages name the data.
+
+    Raises:
+        InputError: OpenCV cannot decode it, or it is not 8- or 16-bit.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if image is None:
+        raise InputError(f"cannot decode {what} as an image (corrupt or unsupported format)")
+    return _from_opencv(image, what)
+
+
+def _from_opencv(image: np.ndarray, what: str) -> np.ndarray:
+    """OpenCV's BGR/BGRA/gray image in restorekit's layout (RGB/RGBA/gray), 8 or 16 bits."""
     if image.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{path}: {image.dtype} images are not supported; use 8- or 16-bit")
+        raise InputError(f"{what}: {image.dtype} images are not supported; use 8- or 16-bit")
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA, dst=image)  # alpha is carried, not restored
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second copy
     return image
+
+
+def encode_image(image: np.ndarray, suffix: str) -> bytes:
+    """Encode ``image`` (RGB, RGBA or gray) in memory in the format of ``suffix`` (``.png``,
+    ``.tif``, ...), as :func:`write_image` would write it to a file of that suffix.
+
+    Raises:
+        InputError: OpenCV cannot encode to that format.
+    """
+    ok, buf = cv2.imencode(suffix, _to_opencv(image))
+    if not ok:
+        raise InputError(f"cannot encode an image as {suffix!r}; use .png, .jpg or .tif")
+    return buf.tobytes()
+
+
+def _to_opencv(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
@@ -61,10 +102,7 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     """
     path = Path(path)
     suffix = path.suffix or ".png"
-    if image.ndim == 3 and image.shape[2] == 4:
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
-    else:
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    bgr = _to_opencv(image)
     if not str(path).isascii():
         # OpenCV's file API mangles non-ASCII paths on some platforms: encode in memory instead.
         ok, buf = cv2.imencode(suffix, bgr)
