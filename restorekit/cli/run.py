@@ -23,6 +23,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="restore-run",
@@ -51,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every-frame", action="store_true",
                    help="read live sources frame by frame like files (by default a live source "
                    "gives its newest frame and counts the dropped ones)")  # fmt: skip
+    p.add_argument("--stall-timeout", type=_seconds, metavar="SECONDS",
+                   help="end a live source that sends no frame for this long (default 10; "
+                   "0 waits for ever)")  # fmt: skip
     p.add_argument("--stats", type=Path, metavar="FILE",
                    help="write the figures (fps, latency, drops, per-stage time) as JSON")  # fmt: skip
     p.add_argument("--fallback", metavar="FP32_ARTIFACT",
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             tile=args.tile, overlap=args.overlap, batch=args.batch, fallback=fallback,
         )  # fmt: skip
         stream = StreamOptions(tuple(args.sink), args.rtsp_serve, args.show, args.every_frame,
-                               args.rtsp_address)  # fmt: skip
+                               args.rtsp_address, args.stall_timeout)  # fmt: skip
         if args.rtsp_serve and not args.quiet:
             print(f"serving rtsp://{args.rtsp_address}:{args.rtsp_serve}/restored",
                   file=sys.stderr)  # fmt: skip

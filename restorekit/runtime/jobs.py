@@ -24,6 +24,7 @@ from restorekit.runtime.media import (
     output_path,
 )
 from restorekit.runtime.restore import Restorer
+from restorekit.runtime.sources import DEFAULT_STALL_TIMEOUT, STALLED
 from restorekit.runtime.stream import StreamStats, run_stream
 from restorekit.runtime.tiling import describe_tiles
 
@@ -39,6 +40,8 @@ class StreamOptions:
         show: show the restored frames in a window (``--show``).
         every_frame: read live sources frame by frame, as files (``--every-frame``); by default a
             live source hands over its newest frame and counts the ones it drops.
+        stall_timeout: seconds without a frame after which a live source ends as stalled
+            (``--stall-timeout``); ``None``: the default, 10 s; 0: wait for ever.
     """
 
     pipelines: tuple[str, ...] = ()
@@ -46,6 +49,7 @@ class StreamOptions:
     show: bool = False
     every_frame: bool = False
     rtsp_address: str = "127.0.0.1"
+    stall_timeout: float | None = None
 
 
 @dataclass
@@ -253,7 +257,13 @@ def _run_stream(
     from restorekit.runtime.sources import open_source
 
     every_frame = options.every_frame or source.kind == "video"
-    with open_source(source.location, every_frame=every_frame) as frames_in:
+    with open_source(
+        source.location,
+        every_frame=every_frame,
+        stall_timeout=DEFAULT_STALL_TIMEOUT
+        if options.stall_timeout is None
+        else options.stall_timeout,
+    ) as frames_in:
         tee, target = _stream_sinks(source, output, single, options, frames_in.fps)
         stats = StreamStats(source=source.location, live=frames_in.live)
         count = getattr(frames_in, "frame_count", None)  # files: the container's estimate
@@ -293,7 +303,7 @@ def _run_stream(
         summary.failures.append((source.location, f"{sink}: {message}"))
     if stats.frames_out == 0:
         raise InputError(f"{source.location}: no frames could be read ({stats.ended})")
-    if stats.ended.startswith("source vanished"):
+    if stats.ended.startswith(("source vanished", STALLED)):
         summary.failures.append((source.location, stats.ended))
     if target is not None:
         summary.written.append(target)

@@ -7,6 +7,11 @@ one. A consumer slower than the camera therefore sees the freshest picture, memo
 frame or two, and latency does not grow; every frame overwritten before it was taken is counted
 in :attr:`FrameSource.dropped`. ``every_frame=True`` reads the same source frame by frame in the
 consumer's thread instead (nothing is dropped; a slow consumer falls behind the camera).
+
+A live source that stops delivering frames without closing (a network stream whose server hangs,
+a camera whose driver stops) would otherwise block the consumer for ever: in newest-frame mode the
+source ends with :data:`STALLED` once no frame has arrived for ``stall_timeout`` seconds, so a
+pipeline on a device finishes its outputs and can be restarted by its supervisor.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://"
 END_OF_FILE = "end of file"
 STREAM_ENDED = "stream ended"
 INTERRUPTED = "interrupted"
+STALLED = "source stalled"
+# Long enough for an RTSP server's first keyframe or a camera's auto-exposure warm-up.
+DEFAULT_STALL_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,9 @@ class LiveSource(FrameSource):
             ``appsink``).
         every_frame: read every frame in order in the consumer's thread instead of keeping only
             the newest (nothing dropped; a slow consumer falls behind).
+        stall_timeout: seconds without a new frame after which a newest-frame source ends with
+            ``"source stalled: ..."``; ``None`` or 0 waits for ever. (In ``every_frame`` mode the
+            consumer's own read blocks; OpenCV offers no timeout for it.)
 
     Raises:
         MissingDependencyError: a pipeline was given and this OpenCV has no GStreamer.
@@ -173,8 +184,17 @@ class LiveSource(FrameSource):
 
     live = True
 
-    def __init__(self, location: str, *, every_frame: bool = False) -> None:
+    def __init__(
+        self,
+        location: str,
+        *,
+        every_frame: bool = False,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+    ) -> None:
+        if stall_timeout is not None and stall_timeout < 0:
+            raise InputError(f"the stall timeout must be 0 (none) or positive, not {stall_timeout}")
         self.every_frame = every_frame
+        self.stall_timeout = stall_timeout or None
         text = location.strip()
         device = _camera_device(text)
         if "!" in text:
@@ -224,6 +244,7 @@ class LiveSource(FrameSource):
         self._finished: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_arrival = 0.0  # monotonic time of the newest frame (or of the thread's start)
 
     def frames(self) -> Iterator[Frame]:
         if self.every_frame:
@@ -248,6 +269,7 @@ class LiveSource(FrameSource):
                     break
                 captured = time.perf_counter()
                 with self._cond:
+                    self._last_arrival = time.monotonic()
                     if self._slot is not None:
                         self.dropped += 1  # overwritten before the consumer took it
                     self._slot = (self.read, captured, image)
@@ -263,6 +285,7 @@ class LiveSource(FrameSource):
 
     def _latest(self) -> Iterator[Frame]:
         if self._thread is None:
+            self._last_arrival = time.monotonic()
             self._thread = threading.Thread(
                 target=self._capture, name="restorekit-capture", daemon=True
             )
@@ -272,6 +295,14 @@ class LiveSource(FrameSource):
                 with self._cond:
                     # A timed wait so that Ctrl-C reaches the consumer promptly on every platform.
                     while self._slot is None and self._finished is None:
+                        silent = time.monotonic() - self._last_arrival
+                        if self.stall_timeout is not None and silent >= self.stall_timeout:
+                            # The capture thread stays blocked in read(); close() leaves it be.
+                            self.ended = (
+                                f"{STALLED}: no frame for {silent:.1f} s (--stall-timeout "
+                                f"{self.stall_timeout:g}; 0 waits for ever)"
+                            )
+                            return
                         self._cond.wait(timeout=0.25)
                     if self._slot is None:
                         self.ended = self._finished
@@ -290,8 +321,10 @@ class LiveSource(FrameSource):
             return
         self._stop.set()
         if self._thread is not None:
-            # The thread notices the stop flag after its current read, at most one frame time.
-            self._thread.join(timeout=max(2.0, 3.0 / self.fps))
+            # The thread notices the stop flag after its current read, at most one frame time;
+            # a stalled source's read may never return, so it is not waited for.
+            stalled = (self.ended or "").startswith(STALLED)
+            self._thread.join(timeout=0.5 if stalled else max(2.0, 3.0 / self.fps))
         with self._cond:
             if self._slot is not None:  # read but never handed out
                 self.dropped += 1
@@ -305,13 +338,20 @@ class LiveSource(FrameSource):
         super().close()
 
 
-def open_source(location: str, *, every_frame: bool = False) -> FrameSource:
+def open_source(
+    location: str,
+    *,
+    every_frame: bool = False,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+) -> FrameSource:
     """A :class:`FileSource` for an existing video file, else a :class:`LiveSource`.
 
     Args:
         location: a video file, ``camera:N``/``N``, ``/dev/videoN``, a stream URL or a GStreamer
             pipeline ending in ``appsink``.
         every_frame: for live sources, read every frame in order (see :class:`LiveSource`).
+        stall_timeout: for live sources, seconds without a frame before the source ends as
+            stalled (see :class:`LiveSource`).
 
     Raises:
         MissingDependencyError: a pipeline was given and this OpenCV has no GStreamer.
@@ -326,7 +366,7 @@ def open_source(location: str, *, every_frame: bool = False) -> FrameSource:
         or text.startswith("/dev/")
         or text.lower().startswith(URL_SCHEMES)
     ):
-        return LiveSource(text, every_frame=every_frame)
+        return LiveSource(text, every_frame=every_frame, stall_timeout=stall_timeout)
     raise InputError(
         f"no video file, camera or stream {location!r}: give an existing video file, camera:N, "
         "/dev/videoN, rtsp://..., http(s)://... or a GStreamer pipeline ending in appsink"

@@ -138,3 +138,21 @@ def test_ctrl_c_ends_a_live_run_with_outputs_finalised(model, tmp_path):
     video = cv2.VideoCapture(str(out))
     assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == s["frames_out"]
     assert not list(tmp_path.glob(".live.partial*"))
+
+
+def test_a_silent_camera_ends_the_run_after_the_stall_timeout(model, tmp_path, capsys):
+    # One frame per 30 s and no end of stream: without the timeout the run would wait.
+    silent = camera(None, live=True).replace("framerate=25/1", "framerate=1/30")
+    start = time.monotonic()
+    code = main([str(model), silent, "-o", str(tmp_path / "silent.avi"), "--quiet",
+                 "--stall-timeout", "1"])  # fmt: skip
+    assert time.monotonic() - start < 10
+    assert code != 0
+    assert "source stalled: no frame for" in capsys.readouterr().err
+
+
+def test_stall_timeout_must_be_seconds(model, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(model), camera(5), "-o", str(tmp_path / "x.avi"), "--stall-timeout", "-1"])
+    assert exit_.value.code == 2
+    assert "expected seconds >= 0" in capsys.readouterr().err

@@ -19,6 +19,7 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed")
 from restorekit.errors import InputError, MissingDependencyError
 from restorekit.runtime.gstreamer import opencv_has_gstreamer, pipeline_error
 from restorekit.runtime.sources import (
+    STALLED,
     FileSource,
     LiveSource,
     open_source,
@@ -150,6 +151,24 @@ def test_consumer_that_stops_early_is_interrupted_and_leftovers_count_as_dropped
     assert source.delivered == 3
     assert source.read >= 3
     assert source.delivered + source.dropped == source.read
+
+
+@needs_gstreamer
+def test_a_source_that_goes_silent_ends_as_stalled_instead_of_hanging():
+    # A live camera at one frame per 30 s: at most the first frame (OpenCV may take it while
+    # opening), then nothing for 30 s and no end of stream, as from a hung RTSP server or a camera
+    # driver that stopped.
+    silent = CAMERA.format(n=-1, live="is-live=true").replace("framerate=50/1", "framerate=1/30")
+    start = time.monotonic()
+    with open_source(silent, stall_timeout=1.0) as source:
+        taken = list(source.frames())
+        waited = time.monotonic() - start
+        assert source.ended.startswith(STALLED), source.ended
+        assert "--stall-timeout 1" in source.ended
+    closed = time.monotonic() - start
+    assert len(taken) <= 1
+    assert 1.0 <= waited < 5.0, waited  # ended by the timeout, long before the next frame
+    assert closed - waited < 2.0  # closing does not wait for the blocked read
 
 
 @needs_gstreamer
