@@ -54,6 +54,10 @@ class NonFiniteOutputError(RestoreKitError):
     """The model's output held NaN or Inf values; the message says which tiles."""
 
 
+class ClusterError(RestoreKitError):
+    """A Ray cluster cannot be reached or started; the message says how to start or reach one."""
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional dependency, or raise an error naming the extra that provides it.
 
