@@ -39,10 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Restore images, folders, globs, videos, cameras or network streams with an "
         "exported model; write files, stream through GStreamer or RTSP, or show a window.",
     )
-    p.add_argument("artifact", help="an .onnx or .engine file with its manifest (<file>.json)")
+    p.add_argument("artifact", help="an .onnx or .engine file with its manifest (<file>.json); "
+                   "with --server, the first input")  # fmt: skip
     p.add_argument(
         "inputs",
-        nargs="+",
+        nargs="*",
         metavar="INPUT",
         help="image files, folders, globs, video files; live: camera:N, /dev/videoN, an RTSP/HTTP "
         "URL or a GStreamer pipeline ending in appsink",
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--frames", type=positive_int, help="stop videos/cameras after this many frames")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--server", metavar="URL",
+                   help="send the images to a restore-serve server at URL (e.g. "
+                   "http://127.0.0.1:8000) instead of restoring here; no ARTIFACT then")  # fmt: skip
+    p.add_argument("--concurrency", type=positive_int,
+                   help="with --server: requests in flight at once (default 4)")  # fmt: skip
     return p
 
 
@@ -95,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         from restorekit.runtime.jobs import StreamOptions, run_job
         from restorekit.runtime.session import open_artifact
 
+        if args.server is not None:
+            return _run_on_server(args)
+        if not args.inputs:
+            raise InputError("give the inputs to restore after the artifact")
         if args.fallback and args.no_fallback:
             raise InputError("--fallback and --no-fallback contradict each other; give one")
         if args.show:
@@ -138,6 +148,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if summary.failures else 0
 
     return run(build_parser(), argv, command)
+
+
+def _run_on_server(args: argparse.Namespace) -> int:
+    """``restore-run --server URL INPUT... -o OUT``: the inputs go to a restore-serve server."""
+    from restorekit.cluster.client import ClientOptions, restore_via_server
+    from restorekit.errors import InputError
+
+    if args.output is None:
+        raise InputError(
+            "--server restores images into files: give -o FILE (one image) or -o FOLDER"
+        )
+    summary = restore_via_server(
+        args.server, [args.artifact, *args.inputs], args.output,
+        options=ClientOptions(concurrency=args.concurrency), progress=not args.quiet,
+    )  # fmt: skip
+    for source, message in summary.failures:
+        print(f"failed: {source}: {message}", file=sys.stderr)
+    print(summary.line())
+    return 1 if summary.failures else 0
 
 
 def stream_line(stats) -> str:
