@@ -1,7 +1,8 @@
 """``restore-run ARTIFACT INPUT... [-o OUT] [--sink PIPELINE] [--rtsp-serve PORT] [--show]``:
 restore images, folders, videos, cameras and network streams with an exported ``.onnx`` (ONNX
 Runtime) or a built ``.engine`` (TensorRT), into files, GStreamer pipelines, an RTSP server or a
-window."""
+window. With ``--cluster [ADDRESS]`` files are restored on a Ray cluster instead
+(``restorekit.cluster.batch``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from restorekit.cli.entry import positive_int, run, tile_shape
+from restorekit.cli.run_cluster import add_cluster_arguments, refuse_cluster_options, run_on_cluster
 
 
 def _port(text: str) -> int:
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch", type=positive_int, help="tiles per inference call (default: manifest)"
     )
-    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=positive_int,
+                   help="ONNX Runtime intra-op threads (with --cluster: per worker, default 1)")  # fmt: skip
     p.add_argument("--frames", type=positive_int, help="stop videos/cameras after this many frames")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--server", metavar="URL",
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "http://127.0.0.1:8000) instead of restoring here; no ARTIFACT then")  # fmt: skip
     p.add_argument("--concurrency", type=positive_int,
                    help="with --server: requests in flight at once (default 4)")  # fmt: skip
+    add_cluster_arguments(p)
     return p
 
 
@@ -101,12 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         from restorekit.runtime.jobs import StreamOptions, run_job
         from restorekit.runtime.session import open_artifact
 
+        refuse_cluster_options(args)
         if args.server is not None:
             return _run_on_server(args)
         if not args.inputs:
             raise InputError("give the inputs to restore after the artifact")
         if args.fallback and args.no_fallback:
             raise InputError("--fallback and --no-fallback contradict each other; give one")
+        if args.cluster is not None:
+            return run_on_cluster(args)
         if args.show:
             from restorekit.runtime.sinks import require_display
 
