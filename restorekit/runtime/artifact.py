@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from restorekit.errors import InputError, ManifestError
 from restorekit.manifest import Manifest, read_manifest
 from restorekit.runtime.backend import Backend
 from restorekit.runtime.ort_backend import OrtBackend, OrtOptions
 
-BACKENDS = ("ort", "trt")
+if TYPE_CHECKING:
+    from restorekit.runtime.openvino_backend import OpenVinoOptions
+
+BACKENDS = ("ort", "trt", "openvino")
 
 
 def default_backend(artifact: str | Path) -> str:
@@ -31,14 +35,16 @@ def backend_from_artifact(
     backend: str | None = None,
     ort_options: OrtOptions | None = None,
     batch: int | None = None,
+    openvino_options: OpenVinoOptions | None = None,
 ) -> tuple[Backend, Manifest]:
     """An unopened backend for ``artifact`` and its manifest.
 
     Args:
         artifact: an ``.onnx`` or ``.engine`` file with its sidecar manifest.
-        backend: ``ort`` or ``trt``; ``None`` chooses by suffix.
+        backend: ``ort``, ``trt`` or ``openvino``; ``None`` chooses by suffix.
         ort_options: provider/session options for the ONNX Runtime backend.
         batch: tiles per call, so a dynamic-batch engine sizes its buffers for it.
+        openvino_options: precision, threads and hint for the OpenVINO backend.
 
     Raises:
         InputError: the artifact is missing or the backend does not fit it.
@@ -58,6 +64,14 @@ def backend_from_artifact(
                 "use --backend trt"
             )
         return OrtBackend(artifact, ort_options), manifest
+    if backend == "openvino":
+        if artifact.suffix.lower() != ".onnx":
+            raise InputError(
+                f"OpenVINO runs .onnx files; {artifact.name} is a TensorRT engine: use --backend trt"
+            )
+        from restorekit.runtime.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(artifact, manifest, openvino_options), manifest
     if artifact.suffix.lower() == ".onnx":
         raise ManifestError(
             f"{artifact.name} is an ONNX file; build an engine first: run `restore-build {artifact}`"
