@@ -46,6 +46,10 @@ def test_torch_free_modules_import_without_torch():
         "restorekit.onnx_graph", "restorekit.files", "restorekit.export.compare",
         "restorekit.export.fp16_plan", "restorekit.export.fp16_graph", "restorekit.cli.inspect",
         "restorekit.cli.build", "restorekit.cli.run",
+        # Serving and Triton repositories run on servers without PyTorch.
+        *_package_modules("restorekit.triton"), "restorekit.cluster.payload",
+        "restorekit.cluster.serve", "restorekit.cluster.client", "restorekit.cli.serve",
+        "restorekit.cli.triton",
     ]  # fmt: skip
     code = "\n".join(f"import {m}" for m in modules) + "\nprint('ok')"
     proc = _run_blocked(code)

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", action="store_true",
                    help="also build a TensorRT engine here (without TensorRT: print the "
                    "restore-build command to run on the target)")  # fmt: skip
+    p.add_argument("--triton", type=Path, metavar="DIR",
+                   help="also write the exported ONNX as a model of the Triton model repository "
+                   "DIR (restore-triton has the options)")  # fmt: skip
     return p
 
 
@@ -135,6 +138,22 @@ def export_summary(result: ExportResult) -> list[str]:
     return lines
 
 
+def _write_triton(onnx_path: Path, repository: Path) -> None:
+    """restore-export --triton: the exported ONNX as a model of a Triton repository."""
+    from restorekit.cli.triton import describe
+    from restorekit.errors import InputError
+    from restorekit.triton.repository import write_triton_model
+
+    try:
+        model = write_triton_model(onnx_path, repository)
+    except InputError as exc:
+        raise InputError(
+            f"{onnx_path.name} is exported, but no Triton model was written: {exc}. Write it with "
+            f"`restore-triton {onnx_path} -o {repository} [--force | --name NAME]`"
+        ) from exc
+    print("\n".join(describe(model)))
+
+
 def main(argv: list[str] | None = None) -> int:
     def command(args: argparse.Namespace) -> int:
         if args.list:
@@ -178,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             result = export_model(options, on_stage)
             bar.update(bar.total - bar.n)
         print("\n".join(export_summary(result)))
+        if args.triton is not None:
+            _write_triton(result.onnx_path, args.triton)
         from restorekit.cli.build import engine_or_command
         from restorekit.tensorrt.plan import build_command
 
