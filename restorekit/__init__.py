@@ -20,7 +20,8 @@ def open(artifact: str | Path, **options: Any) -> RestorationSession:  # noqa: A
         with restorekit.open("model.fp32.256x256.onnx") as model:
             restored = model.restore(image)  # uint8/uint16, gray, RGB or RGBA, any size
 
-    Options (all keyword): ``backend`` (``ort``/``trt``; default by suffix), ``provider``
+    Options (all keyword): ``backend`` (``ort``/``trt``/``openvino``/``auto``; default by
+    suffix), ``precision`` (OpenVINO: ``fp32``/``bf16``/``int8``), ``provider``
     (``cpu``/``cuda``/``tensorrt``), ``threads``, ``tile``, ``overlap``, ``batch``. See
     :class:`restorekit.runtime.session.RestorationSession`. Needs no PyTorch.
 

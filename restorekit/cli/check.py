@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the checkpoint the artifact was exported from (not needed for random weights, "
         "which the manifest's seed rebuilds, nor for the demo weights shipped with restorekit)",
     )
-    p.add_argument("--backend", choices=("ort", "trt"), help="default: from the artifact's suffix")
+    p.add_argument("--backend", choices=("ort", "trt", "openvino"),
+                   help="default: from the artifact's suffix")  # fmt: skip
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"),
+                   help="OpenVINO precision (default: the artifact's own); an FP32 ONNX's int8 is "
+                   "the OpenVINO INT8 model made beside it by restore-run")  # fmt: skip
     p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu")
     p.add_argument("--tile", type=tile_shape, help="tile HxW (dynamic-shape ONNX only)")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: manifest)")
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             ort=OrtOptions(provider=args.provider, threads=args.threads),
             tiles=TileOptions(tile=args.tile, overlap=args.overlap, batch=args.batch),
             seam_band=args.seam_band,
+            precision=args.precision,
         )
         from tqdm import tqdm
 

@@ -73,7 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FP32 artifact that recomputes tiles whose output is NaN/Inf (default: "
                    "the FP32 ONNX beside an FP16/INT8 artifact, if there)")  # fmt: skip
     p.add_argument("--no-fallback", action="store_true", help="no FP32 fallback")
-    p.add_argument("--backend", choices=("ort", "trt"), help="default: from the artifact's suffix")
+    p.add_argument("--backend", choices=("ort", "trt", "openvino", "auto"),
+                   help="default: from the artifact's suffix; auto: the fastest CPU backend and "
+                   "precision verified for this artifact here (timed once, remembered beside it)")  # fmt: skip
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"),
+                   help="OpenVINO precision (default: the artifact's own); bf16 needs AMX-BF16 or "
+                   "AVX512-BF16; int8 of an FP32 ONNX is made once beside it with NNCF")  # fmt: skip
+    p.add_argument("--calib", type=Path, metavar="DIR",
+                   help="photos to calibrate OpenVINO INT8 on when it is made (default: the "
+                   "sample photos)")  # fmt: skip
     p.add_argument(
         "--provider",
         choices=("cpu", "cuda", "tensorrt"),
@@ -124,10 +132,16 @@ def main(argv: list[str] | None = None) -> int:
                 "--rtsp-serve PORT or --show"
             )
         fallback = False if args.no_fallback else args.fallback
+        if args.backend == "openvino" and args.precision == "int8":
+            make_openvino_int8(args.artifact, args.calib, args.threads, args.quiet)
         session = open_artifact(
             args.artifact, backend=args.backend, provider=args.provider, threads=args.threads,
             tile=args.tile, overlap=args.overlap, batch=args.batch, fallback=fallback,
+            precision=args.precision,
         )  # fmt: skip
+        if session.choice is not None and not args.quiet:
+            remembered = " (remembered)" if session.choice.remembered else ""
+            print(f"auto{remembered}: {session.choice.reason}", file=sys.stderr)
         stream = StreamOptions(tuple(args.sink), args.rtsp_serve, args.show, args.every_frame,
                                args.rtsp_address, args.stall_timeout)  # fmt: skip
         if args.rtsp_serve and not args.quiet:
@@ -174,6 +188,23 @@ def _run_on_server(args: argparse.Namespace) -> int:
         print(f"failed: {source}: {message}", file=sys.stderr)
     print(summary.line())
     return 1 if summary.failures else 0
+
+
+def make_openvino_int8(artifact: str, calib: Path | None, threads: int | None, quiet: bool) -> None:
+    """Make the OpenVINO INT8 model of an FP32 artifact once, if it is not beside it yet."""
+    from restorekit.manifest import read_manifest
+    from restorekit.runtime.openvino_backend import ov_int8_path
+
+    if read_manifest(artifact).precision.precision != "fp32" or ov_int8_path(artifact).is_file():
+        return
+    from restorekit.calibration.openvino_int8 import ov_int8_from_onnx
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(f"openvino int8: {line}", file=sys.stderr)
+
+    say(f"making {ov_int8_path(artifact).name} once (NNCF, PSNR gate against FP32)")
+    ov_int8_from_onnx(artifact, calib, threads=threads, progress=say)
 
 
 def stream_line(stats) -> str:

@@ -42,8 +42,9 @@ class DeployedCheckOptions:
         images: real images; default: the shipped sample photos.
         weights: the checkpoint the artifact was exported from (required unless its manifest
             says the weights were random, in which case the recorded seed rebuilds them).
-        backend: ``ort`` or ``trt`` (default: by suffix).
+        backend: ``ort``, ``trt`` or ``openvino`` (default: by suffix).
         ort: ONNX Runtime provider/session options.
+        precision: OpenVINO's ``fp32``, ``bf16`` or ``int8`` (default: the artifact's own).
         tiles: tile/overlap/batch overrides, as for ``restore-run``.
         seam_band: pixels on each side of a seam counted as "near the seam".
     """
@@ -55,6 +56,7 @@ class DeployedCheckOptions:
     ort: OrtOptions = field(default_factory=OrtOptions)
     tiles: TileOptions = field(default_factory=TileOptions)
     seam_band: int = 4
+    precision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -246,9 +248,17 @@ def check_deployed(
     paths: Sequence[Path] = options.images or tuple(sample_paths())
     if not paths:
         raise InputError("no images to check")
+    openvino = None
+    if options.backend == "openvino":
+        from restorekit.runtime.openvino_backend import OpenVinoOptions
+
+        # Not admitted against ONNX Runtime first: this check's own figures against PyTorch
+        # are what the user asked for, whatever they are.
+        openvino = OpenVinoOptions(options.precision, options.ort.threads, verify=False)
     backend, manifest = backend_from_artifact(
-        options.artifact, options.backend, options.ort, batch=options.tiles.batch
-    )
+        options.artifact, options.backend, options.ort, batch=options.tiles.batch,
+        openvino_options=openvino,
+    )  # fmt: skip
     built = reference_model(manifest, options.weights)
     checks = []
     with backend:

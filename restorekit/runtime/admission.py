@@ -202,8 +202,9 @@ def admit(artifact: Path, manifest: Manifest, backend: Backend, precision: str) 
 def refusal(artifact: Path, manifest: Manifest, what: str, verdict: dict[str, Any]) -> str:
     """The message of a refused backend: figures, the known reason where there is one, and what
     to run instead."""
-    figures = (f"max abs {verdict['max_abs']:.3g}, PSNR {verdict['psnr']} dB, NaN/Inf "
-               f"{verdict['nonfinite']} (gate: {verdict['gate']}, no NaN/Inf)")  # fmt: skip
+    error = "" if verdict["nonfinite"] else f"max abs {verdict['max_abs']:.3g}, "
+    figures = (f"{error}PSNR {verdict['psnr']} dB, NaN/Inf {verdict['nonfinite']} (gate: "
+               f"{verdict['gate']}, no NaN/Inf)")  # fmt: skip
     known = ""
     if manifest.arch.startswith("grl") and verdict["nonfinite"]:
         known = (

@@ -38,9 +38,12 @@ class RestorationSession:
 
     Args:
         artifact: an ``.onnx`` or ``.engine`` file with its manifest beside it.
-        backend: ``ort`` or ``trt``; default: from the file's suffix.
+        backend: ``ort``, ``trt``, ``openvino`` or ``auto`` (the fastest admitted CPU backend and
+            precision for this artifact on this machine, timed once and remembered beside it:
+            :mod:`restorekit.runtime.auto`); default: from the file's suffix.
         provider: ONNX Runtime execution provider: ``cpu``, ``cuda`` or ``tensorrt``.
-        threads: ONNX Runtime intra-op threads (default: one per core).
+        threads: ONNX Runtime / OpenVINO threads (default: one per core).
+        precision: OpenVINO's ``fp32``, ``bf16`` or ``int8`` (default: the artifact's own).
         tile: tile (height, width) for a dynamic-size ONNX; a static artifact has its own.
         overlap: tile overlap in pixels; default: the manifest's.
         batch: tiles per inference call; default: the manifest's.
@@ -53,6 +56,7 @@ class RestorationSession:
         InputError: the artifact is missing or the backend does not fit it.
         ManifestError: the artifact has no readable manifest.
         ProviderError: the ONNX Runtime provider is unknown.
+        PrecisionUnavailableError: a precision with another backend than OpenVINO, or unknown.
     """
 
     def __init__(
@@ -66,11 +70,31 @@ class RestorationSession:
         overlap: int | None = None,
         batch: int | None = None,
         fallback: str | Path | bool | None = None,
+        precision: str | None = None,
     ) -> None:
         self.artifact = Path(artifact)
         ort = OrtOptions(provider=provider, threads=threads)
+        self.choice = None  # the AutoChoice of backend="auto"
+        if backend == "auto":
+            from restorekit.runtime.auto import choose_backend
+
+            self.choice = choose_backend(self.artifact, threads, batch)
+            backend = self.choice.backend
+            precision = self.choice.precision if backend == "openvino" else None
+        openvino = None
+        if backend == "openvino":
+            from restorekit.runtime.openvino_backend import OpenVinoOptions
+
+            openvino = OpenVinoOptions(precision=precision, threads=threads)
+        elif precision is not None:
+            from restorekit.runtime.openvino_backend import PrecisionUnavailableError
+
+            raise PrecisionUnavailableError(
+                f"precision {precision!r} is for the OpenVINO backend (backend 'openvino' or "
+                "'auto'); ONNX Runtime and TensorRT run an artifact in its own precision"
+            )
         self._backend, self.manifest = backend_from_artifact(
-            self.artifact, backend, ort, batch=batch
+            self.artifact, backend, ort, batch=batch, openvino_options=openvino
         )
         self._tiles = TileOptions(tile=tile, overlap=overlap, batch=batch)
         self._restorer: Restorer | None = None
