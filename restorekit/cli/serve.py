@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fallback", action="store_true",
                    help="no FP32 fallback for NaN/Inf tiles of an FP16/INT8 artifact")  # fmt: skip
     p.add_argument("--address", metavar="ADDR",
-                   help="join this running Ray cluster (default: start one on this machine)")  # fmt: skip
+                   help="join this running Ray cluster: HOST:PORT of its head, auto, or "
+                   "ray://HOST:10001 (default: start one on this machine)")  # fmt: skip
     return p
 
 

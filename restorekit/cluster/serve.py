@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from restorekit.cluster.connect import ray_connection
 from restorekit.cluster.payload import (
     ImageRequest,
     RequestLimits,
@@ -445,22 +446,6 @@ def check_options(artifact: str | Path, options: ServeOptions) -> Manifest:
     return manifest
 
 
-def start_ray(address: str | None) -> None:
-    """Join the cluster at ``address``, or start a local one bound to 127.0.0.1.
-
-    Raises:
-        MissingDependencyError: Ray is not installed.
-    """
-    ray = require("ray", "cluster", "restore-serve")
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(_node_ip_address="127.0.0.1", **kwargs)
-
-
 def serve_artifact(
     artifact: str | Path,
     options: ServeOptions,
@@ -480,49 +465,50 @@ def serve_artifact(
     Raises:
         InputError: a bad option, or more replicas than the cluster has CPUs for.
         MissingDependencyError: Ray Serve is not installed.
+        ClusterError: the address does not answer or Ray cannot start.
     """
     check_options(artifact, options)
     artifact = Path(artifact).resolve()  # replicas may run in another working directory
-    ray = require("ray", "cluster", "restore-serve")
     serve = require("ray.serve", "cluster", "restore-serve")
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    start_ray(address)
     try:
-        cpus = ray.cluster_resources().get("CPU", 0)
-        need = options.min_replicas * (options.threads or 1)
-        if need > cpus:
-            raise InputError(
-                f"{options.min_replicas} replicas of {options.threads or 1} CPU each need {need} "
-                f"CPUs; the Ray cluster has {cpus:g}: use fewer --replicas or --threads, or add "
-                "nodes"
-            )
-        serve.start(
-            http_options={
-                "host": options.host or DEFAULT_HOST,
-                "port": options.port or DEFAULT_PORT,
-            },
-            logging_config={"log_level": "WARNING", "enable_access_log": False},
-        )
-        serve.run(deployment(artifact, options), name=APP_NAME, route_prefix="/")
-        if ready is not None:
-            ready(options.url)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM: the normal way to stop a server
+        with ray_connection(address) as ray:
+            try:
+                _check_cpus(ray, options)
+                serve.start(
+                    http_options={
+                        "host": options.host or DEFAULT_HOST,
+                        "port": options.port or DEFAULT_PORT,
+                    },
+                    logging_config={"log_level": "WARNING", "enable_access_log": False},
+                )
+                serve.run(deployment(artifact, options), name=APP_NAME, route_prefix="/")
+                if ready is not None:
+                    ready(options.url)
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass  # Ctrl-C or SIGTERM: the normal way to stop a server
+            finally:
+                with contextlib.suppress(Exception):  # Serve never started: nothing to stop
+                    serve.shutdown()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _shutdown(ray, serve)
+
+
+def _check_cpus(ray: Any, options: ServeOptions) -> None:
+    """Refuse replicas the cluster cannot place (Serve would wait for them for ever)."""
+    cpus = ray.cluster_resources().get("CPU", 0)
+    need = options.min_replicas * (options.threads or 1)
+    if need > cpus:
+        raise InputError(
+            f"{options.min_replicas} replicas of {options.threads or 1} CPU each need {need} "
+            f"CPUs; the Ray cluster has {cpus:g}: use fewer --replicas or --threads, or add nodes"
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _shutdown(ray: Any, serve: Any) -> None:
-    with contextlib.suppress(Exception):  # Serve never started (bad options): nothing to stop
-        serve.shutdown()
-    ray.shutdown()
 
 
 __all__ = [
@@ -533,5 +519,4 @@ __all__ = [
     "check_options",
     "deployment",
     "serve_artifact",
-    "start_ray",
 ]
