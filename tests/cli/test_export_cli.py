@@ -56,15 +56,21 @@ def test_mismatching_weights_is_a_user_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_then_inspect(tmp_path, capsys):
-    """A real (full-size derain) export through the CLI at a small tile, then inspect it."""
+    """A real (full-size derain) export through the CLI at a small tile, then inspect it; the
+    export also writes it as a Triton model (--triton)."""
     code = export_cli.main(
-        ["mprnet.derain", "--tile", "32x48", "--batch", "2", "-o", str(tmp_path)]
-    )
+        ["mprnet.derain", "--tile", "32x48", "--batch", "2", "-o", str(tmp_path),
+         "--triton", str(tmp_path / "triton")]
+    )  # fmt: skip
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "RANDOM weights" in out.err and "PASS" in out.out
     onnx_path = tmp_path / "mprnet.derain.fp32.32x48.onnx"
     assert onnx_path.is_file()
+    triton_model = tmp_path / "triton" / "mprnet_derain_fp32_32x48"
+    assert (triton_model / "1" / "model.onnx").read_bytes() == onnx_path.read_bytes()
+    assert 'platform: "onnxruntime_onnx"' in (triton_model / "config.pbtxt").read_text()
+    assert "checked against Triton's ModelConfig schema" in out.out
     assert inspect_cli.main([str(onnx_path)]) == 0
     text = capsys.readouterr().out
     assert "mprnet.derain" in text and "sha256" in text and "matches" in text
