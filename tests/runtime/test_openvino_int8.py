@@ -1,0 +1,138 @@
+"""OpenVINO INT8: the saturation reproducer (why 8-bit Q/DQ weights give 12-23 dB on a CPU without
+VNNI), the refusal of such graphs, and NNCF's INT8 made once beside an FP32 artifact behind the
+PSNR gate. Skipped without OpenVINO."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+
+import onnx  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import restorekit  # noqa: E402
+from restorekit.errors import VerificationError  # noqa: E402
+from restorekit.runtime.cpu_features import cpu_features  # noqa: E402
+from restorekit.runtime.openvino_backend import (  # noqa: E402
+    PrecisionUnavailableError,
+    ov_int8_path,
+    saturating_weights,
+)
+from tests.runtime import tinynet  # noqa: E402
+
+CH = 32
+
+
+def qdq_conv(bits: int, activation: str, seed: int = 0):
+    """A four-node Q/DQ graph: Q -> DQ of the input, DQ of per-channel int8 weights, Conv.
+
+    Returns the model, an input and the expected output: the convolution of the dequantized
+    input and weights in float (ONNX Runtime on a plain float Conv graph, no quantization).
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (1, CH, 16, 16)).astype(np.float32)
+    if activation == "uint8":
+        x = np.abs(x)
+    w = rng.normal(0, 1, (CH, CH, 3, 3)).astype(np.float32)
+    top = 2 ** (bits - 1) - 1
+    ws = (np.abs(w).reshape(CH, -1).max(1) / top).astype(np.float32)
+    wq = np.clip(np.round(w / ws[:, None, None, None]), -top, top).astype(np.int8)
+    levels = 255 if activation == "uint8" else 127
+    xs = np.float32(1 / levels)
+    xzp = np.uint8(0) if activation == "uint8" else np.int8(0)
+    lo = 0 if activation == "uint8" else -127
+    inits = [numpy_helper.from_array(np.asarray(xs), "xs"), numpy_helper.from_array(np.asarray(xzp), "xzp"),
+             numpy_helper.from_array(wq, "wq"), numpy_helper.from_array(ws, "ws"),
+             numpy_helper.from_array(np.zeros(CH, np.int8), "wzp")]  # fmt: skip
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xzp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xzp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wzp"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1])]  # fmt: skip
+    io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, CH, 16, 16])],
+          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])  # fmt: skip
+    model = helper.make_model(helper.make_graph(nodes, "qdq", *io, inits),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # fmt: skip
+    xd = (np.clip(np.round(x / xs), lo, levels) * xs).astype(np.float32)
+    wd = (wq.astype(np.float32) * ws[:, None, None, None]).astype(np.float32)
+    plain = helper.make_model(
+        helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "f",
+                          *io, [numpy_helper.from_array(wd, "w")]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=8,
+    )  # fmt: skip
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(plain.SerializeToString(), providers=["CPUExecutionProvider"])
+    return model, x, want.run(None, {"x": xd})[0]
+
+
+def _psnr(got: np.ndarray, want: np.ndarray) -> float:
+    peak = np.abs(want).max()
+    return float(10 * np.log10(peak**2 / np.mean((got.astype(np.float64) - want) ** 2)))
+
+
+@pytest.mark.parametrize("activation", ["int8", "uint8"])
+def test_reproducer_8bit_weights_saturate_without_vnni(activation):
+    """The cause of OpenVINO's 12-23 dB on 8-bit Q/DQ graphs: without VNNI, u8 x s8 products are
+    summed in pairs into 16 bits (VPMADDUBSW); full-range 8-bit weights overflow them, 7-bit
+    weights cannot. With VNNI both are exact."""
+    import openvino as ov
+
+    core = ov.Core()
+    results = {}
+    for bits in (8, 7):
+        model, x, want = qdq_conv(bits, activation)
+        compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU")
+        results[bits] = _psnr(compiled.create_infer_request().infer({0: x})[0], want)
+    assert results[7] > 100, results  # exact up to float rounding
+    if cpu_features().vnni:
+        assert results[8] > 100, results
+    else:
+        assert results[8] < 60, results  # saturated: far from float rounding
+
+
+def test_8bit_qdq_artifact_refused_without_vnni(tmp_path):
+    model8, _, _ = qdq_conv(8, "int8")
+    model7, _, _ = qdq_conv(7, "int8")
+    onnx.save(model8, str(tmp_path / "w8.onnx"))
+    onnx.save(model7, str(tmp_path / "w7.onnx"))
+    assert saturating_weights(tmp_path / "w8.onnx") == ["wq"]
+    assert saturating_weights(tmp_path / "w7.onnx") == []
+    path, _, manifest = tinynet.export_net(tmp_path, name="q")
+    from restorekit.manifest import PrecisionPlan, write_manifest
+
+    onnx.save(model8, str(path))  # a Q/DQ graph under an INT8 manifest (only _read is reached)
+    write_manifest(path, manifest.replace(precision=PrecisionPlan("int8", layout="tensorrt")))
+    if cpu_features().vnni:
+        pytest.skip("this CPU has VNNI: 8-bit weights do not saturate")
+    with pytest.raises(PrecisionUnavailableError, match="7-bit weights"):
+        with restorekit.open(path, backend="openvino"):
+            pass
+
+
+@pytest.mark.slow
+def test_nncf_int8_made_once_behind_the_gate(tmp_path):
+    from restorekit.calibration.openvino_int8 import ov_int8_from_onnx, read_ov_int8_record
+
+    path, net, _ = tinynet.export_net(tmp_path)
+    with pytest.raises(PrecisionUnavailableError, match="make it once"):
+        with restorekit.open(path, backend="openvino", precision="int8"):
+            pass
+    # A gate no INT8 model meets: the search runs, fails, and nothing is written.
+    with pytest.raises(VerificationError, match="nothing was written"):
+        ov_int8_from_onnx(path, count=4, min_psnr=150.0, threads=1)
+    assert not ov_int8_path(path).exists()
+    result = ov_int8_from_onnx(path, count=8, threads=1)
+    assert result.path == ov_int8_path(path) and result.path.with_suffix(".bin").is_file()
+    record = read_ov_int8_record(result.path)
+    assert record["psnr"] >= 35.0 and record["search"]["quantized_layers"] == 3
+    x = np.random.default_rng(4).random((1, 3, 32, 48), dtype=np.float32)
+    with restorekit.open(path, backend="openvino", precision="int8") as model:
+        got = model.backend.infer(x)
+    want = net(x)
+    assert 30.0 < _psnr(got, want) < 100.0  # quantized (not FP32), and close to the reference
+    verdicts = json.loads((tmp_path / "tiny.onnx.cpu.json").read_text())["admitted"]
+    assert verdicts["openvino/int8"]["passed"]
