@@ -23,6 +23,13 @@ from restorekit.runtime.openvino_backend import (  # noqa: E402
 )
 from tests.runtime import tinynet  # noqa: E402
 
+
+def open_and_close(path, **options) -> None:
+    """Open an artifact (the backend, its admission) and close it."""
+    with restorekit.open(path, **options):
+        pass
+
+
 MARGIN = 8  # overlap 16 // 2, as in test_session
 
 
@@ -83,8 +90,7 @@ def test_bf16_refused_here_because_openvino_computes_fp32(tmp_path):
         outs[hint] = compiled.create_infer_request().infer({0: x})[0]
     np.testing.assert_array_equal(outs["bf16"], outs["f32"])
     with pytest.raises(PrecisionUnavailableError, match="no amx_bf16"):
-        with restorekit.open(path, backend="openvino", precision="bf16"):
-            pass
+        open_and_close(path, backend="openvino", precision="bf16")
 
 
 def test_precision_needs_the_openvino_backend(tmp_path):
@@ -104,12 +110,10 @@ def test_refusal_is_remembered_and_lifts_when_the_graph_changes(tmp_path):
                                            "max_abs": 0.0, "psnr": 3.5, "nonfinite": 10}  # fmt: skip
     admission.save_record(path, record)
     with pytest.raises(admission.NotAdmittedError, match="NaN/Inf 10"):
-        with restorekit.open(path, backend="openvino"):
-            pass
+        open_and_close(path, backend="openvino")
     tinynet.export_net(tmp_path)  # the same graph written again: same bytes, still refused
     with pytest.raises(admission.NotAdmittedError):
-        with restorekit.open(path, backend="openvino"):
-            pass
+        open_and_close(path, backend="openvino")
     import onnx
 
     model = onnx.load(str(path))

@@ -24,6 +24,13 @@ from restorekit.runtime.openvino_backend import (  # noqa: E402
 )
 from tests.runtime import tinynet  # noqa: E402
 
+
+def open_and_close(path, **options) -> None:
+    """Open an artifact (the backend, its admission) and close it."""
+    with restorekit.open(path, **options):
+        pass
+
+
 CH = 32
 
 
@@ -109,8 +116,7 @@ def test_8bit_qdq_artifact_refused_without_vnni(tmp_path):
     if cpu_features().vnni:
         pytest.skip("this CPU has VNNI: 8-bit weights do not saturate")
     with pytest.raises(PrecisionUnavailableError, match="7-bit weights"):
-        with restorekit.open(path, backend="openvino"):
-            pass
+        open_and_close(path, backend="openvino")
 
 
 @pytest.mark.slow
@@ -119,8 +125,7 @@ def test_nncf_int8_made_once_behind_the_gate(tmp_path):
 
     path, net, _ = tinynet.export_net(tmp_path)
     with pytest.raises(PrecisionUnavailableError, match="make it once"):
-        with restorekit.open(path, backend="openvino", precision="int8"):
-            pass
+        open_and_close(path, backend="openvino", precision="int8")
     # A gate no INT8 model meets: the search runs, fails, and nothing is written.
     with pytest.raises(VerificationError, match="nothing was written"):
         ov_int8_from_onnx(path, count=4, min_psnr=150.0, threads=1)
