@@ -50,6 +50,9 @@ def test_torch_free_modules_import_without_torch():
         *_package_modules("restorekit.triton"), "restorekit.cluster.payload",
         "restorekit.cluster.serve", "restorekit.cluster.client", "restorekit.cli.serve",
         "restorekit.cli.triton",
+        # Batch jobs on Ray: the driver and every worker node run without PyTorch.
+        "restorekit.cluster.batch", "restorekit.cluster.connect", "restorekit.cluster.ledger",
+        "restorekit.cluster.placement", "restorekit.cli.run_cluster",
     ]  # fmt: skip
     code = "\n".join(f"import {m}" for m in modules) + "\nprint('ok')"
     proc = _run_blocked(code)

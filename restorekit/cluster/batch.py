@@ -289,8 +289,24 @@ def restore_collection(
                 bar.update(1)
                 elapsed = time.perf_counter() - started
                 bar.set_postfix_str(f"{summary.megapixels / elapsed:.2f} MP/s", refresh=False)
+    _remove_partial_files(todo)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _remove_partial_files(items: list[_Item]) -> None:
+    """Delete the temporary files a killed worker left beside this job's targets.
+
+    The atomic writers write ``.<name>.<random><suffix>`` (images) or ``.<stem>.partial<suffix>``
+    (videos) beside the target and rename it at the end; a worker killed mid-write never renames
+    it. Once the pool is done, nothing of this job writes any more, so what is left is litter.
+    """
+    for item in items:
+        target = item.target
+        patterns = (f".{target.name}.*{target.suffix}", f".{target.stem}.partial{target.suffix}")
+        for pattern in patterns:
+            for path in target.parent.glob(pattern):
+                path.unlink(missing_ok=True)
 
 
 def _candidates(artifact: str | Path | Sequence[str | Path]) -> list[Path]:

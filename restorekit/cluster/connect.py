@@ -99,26 +99,57 @@ def ray_connection(address: str | None = None, *, num_cpus: int | None = None) -
         "log_to_driver": False,  # workers report per item; their logs stay in Ray's session dir
         "logging_level": logging.WARNING,
     }
+    hostport = split_address(address) if address else None
+    loopback = address is None or (hostport is not None and _is_loopback(hostport[0]))
+    with _single_host(ray, loopback):
+        try:
+            if address is None:
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1",
+                         **options)  # fmt: skip
+            else:
+                check_reachable(address)
+                ray.init(address=address, **options)
+        except ClusterError:
+            raise
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if address is None:
+                raise ClusterError(f"cannot start a local Ray instance: {detail}") from exc
+            raise ClusterError(unreachable_message(address, detail)) from exc
+        data_context = ray.data.DataContext.get_current()
+        data_context.enable_progress_bars = False  # ours shows items/s and MP/s
+        data_context.enable_auto_log_stats = False
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+@contextlib.contextmanager
+def _single_host(ray: Any, loopback: bool) -> Iterator[None]:
+    """Keep a driver (and the embedded instance) on 127.0.0.1 when the cluster is there.
+
+    Ray replaces a loopback address by the machine's outward IP before connecting
+    (``services.resolve_ip_for_localhost``), so a driver cannot reach a head started with
+    ``--node-ip-address 127.0.0.1``, and the embedded instance would listen on the outward IP.
+    Ray keeps loopback addresses when its multi-node switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``,
+    read once at import into ``ray_constants.ENABLE_RAY_CLUSTER``) is off, which is right for a
+    driver whose cluster is on this very host; it is restored afterwards.
+    """
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if not loopback or constants is None or not hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    before = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
     try:
-        if address is None:
-            ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **options)
-        else:
-            check_reachable(address)
-            ray.init(address=address, **options)
-    except ClusterError:
-        raise
-    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if address is None:
-            raise ClusterError(f"cannot start a local Ray instance: {detail}") from exc
-        raise ClusterError(unreachable_message(address, detail)) from exc
-    data_context = ray.data.DataContext.get_current()
-    data_context.enable_progress_bars = False  # ours shows items/s and MP/s
-    data_context.enable_auto_log_stats = False
-    try:
-        yield ray
+        yield
     finally:
-        ray.shutdown()
+        constants.ENABLE_RAY_CLUSTER = before
 
 
 __all__ = [
