@@ -94,6 +94,16 @@ def list_models() -> list[str]:
     return lines
 
 
+def _openvino_row(report_path: Path) -> list[str]:
+    """The FP32 graph's row in OpenVINO, from the report (none without OpenVINO)."""
+    import json
+
+    from restorekit.export.openvino_check import summary_row
+
+    row = summary_row(json.loads(report_path.read_text())["fp32"].get("openvino"))
+    return [row] if row else []
+
+
 def export_summary(result: ExportResult) -> list[str]:
     """Lines printed after a successful export: each check, then one row per artifact, then what
     ONNX-TensorRT's published rules say of the graphs written for TensorRT."""
@@ -118,6 +128,7 @@ def export_summary(result: ExportResult) -> list[str]:
             f"{art.onnx_path.name:<44} {art.onnx_path.stat().st_size / 1e6:>6.1f} {art.nodes:>6} "
             f"{psnr:>8} {w.ssim:>7.5f} {w.max_abs:>9.2e} {kept:>7} {parser:>9}"
         )
+    lines += _openvino_row(result.report_path)
     lines.append(
         f"(figures vs PyTorch FP32; {trt}: ONNX-TensorRT's published rules, checked without "
         f"TensorRT; report {result.report_path})"

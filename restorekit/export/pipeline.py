@@ -23,6 +23,7 @@ from restorekit.data import sample_paths
 from restorekit.errors import ExportError, VerificationError
 from restorekit.export.compare import OrtSession
 from restorekit.export.cpu_speed import CpuSpeed, cpu_speed
+from restorekit.export.openvino_check import openvino_row
 from restorekit.export.simplify import (
     check_graph,
     compact_graph,
@@ -276,6 +277,7 @@ def export_model(
     }
     fp32_rules = tensorrt_rules(candidate, options.tensorrt_version, "")
     doc["fp32"]["tensorrt_rules"] = _rules_record(fp32_rules, options.tensorrt_version)
+    doc["fp32"]["openvino"] = openvino_row(candidate, refs, vr, criterion, name)  # None: not here
     _write_report(report_path, doc)
     if not report.passed:
         _raise_fp32_failure(

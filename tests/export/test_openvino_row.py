@@ -1,0 +1,28 @@
+"""The export's OpenVINO row: the FP32 graph in OpenVINO against the same PyTorch outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("openvino")
+
+from restorekit.cli.export import export_summary  # noqa: E402
+from restorekit.export.pipeline import ExportOptions, export_model  # noqa: E402
+from restorekit.models import resolve  # noqa: E402
+
+
+@pytest.mark.slow
+def test_export_report_has_an_openvino_row(tmp_path):
+    options = ExportOptions(model="mprnet.derain", tile=(32, 32), output_dir=tmp_path,
+                            build_overrides=resolve("mprnet").spec.tiny, seed=3)  # fmt: skip
+    result = export_model(options)
+    doc = json.loads(result.report_path.read_text())
+    row = doc["fp32"]["openvino"]
+    assert row["reference"] == "pytorch fp32" and "OpenVINO" in row["artifact"]
+    # One comparison per image at batch 1, each against PyTorch (not against ONNX Runtime).
+    assert [c["batch"] for c in row["comparisons"]] == [1] * len(doc["fp32"]["comparisons"][:-1])
+    assert row["passed"] and row["worst"]["max_abs"] <= 1e-4 and row["worst"]["nonfinite"] == 0
+    lines = export_summary(result)
+    assert any(line.strip().startswith("in OpenVINO FP32, this CPU") for line in lines)
