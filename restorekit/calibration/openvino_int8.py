@@ -129,6 +129,13 @@ def ov_int8_from_onnx(
         return -1.0 if figures.nonfinite else min(float(figures.psnr), 200.0)
 
     fp32 = core.read_model(str(artifact))
+    if psnr_of(core.compile_model(fp32, "CPU", config)) < 100.0:
+        # Quantizing cannot repair a graph OpenVINO already computes wrongly in FP32.
+        raise VerificationError(
+            f"{manifest.model}: OpenVINO's FP32 output of {artifact.name} already differs from "
+            "ONNX Runtime's (NaN/Inf or beyond float rounding), so no OpenVINO INT8 is made; "
+            "use --backend ort"
+        )
     dataset = nncf.Dataset(list(calibration.batches(1)))
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
     say(f"calibrating with NNCF ({calibration.count} tiles, 7-bit weights)")

@@ -173,3 +173,21 @@ def test_replica_restores_as_restorekit_open(artifact):
 def test_bad_batch_option_is_refused(artifact):
     with pytest.raises(TileSizeError, match="outside the artifact's range"):
         ReplicaCore(artifact, ServeOptions(batch=9), submit=lambda t: None)
+
+
+def test_options_refused_before_ray_starts(artifact, tmp_path):
+    from restorekit.cluster.serve import _check_cpus, check_options
+
+    with pytest.raises(InputError, match="below --replicas"):
+        check_options(artifact, ServeOptions(replicas=3, max_replicas=2))
+    with pytest.raises(InputError, match="artifact not found"):
+        check_options(tmp_path / "missing.onnx", ServeOptions())
+
+    class TwoCpuCluster:  # what ray.cluster_resources() reports on this 2-core machine
+        @staticmethod
+        def cluster_resources() -> dict:
+            return {"CPU": 2.0}
+
+    _check_cpus(TwoCpuCluster, ServeOptions(replicas=2, threads=1))
+    with pytest.raises(InputError, match="need 4 CPUs; the Ray cluster has 2"):
+        _check_cpus(TwoCpuCluster, ServeOptions(replicas=2, threads=2))
