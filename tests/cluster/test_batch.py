@@ -27,6 +27,7 @@ import pytest
 from restorekit.cli.run import main as restore_run
 from restorekit.cluster.ledger import LEDGER_NAME
 from restorekit.runtime.imageio import write_image
+from restorekit.runtime.opencv import cv2
 from tests.runtime import tinynet
 
 pytest.importorskip("ray")
@@ -81,12 +82,17 @@ def work(tmp_path_factory):
         if k == 5:
             image = image[:, :, 0]  # gray
         write_image(photos / f"p{k:02d}.png", image)
+    clip = root / "clip.avi"  # a video: one task per file
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (40, 24))
+    for _ in range(5):
+        writer.write(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    writer.release()
     reference = root / "reference"
-    rc = restore_run([str(artifact), str(photos), "-o", str(reference), "--threads", "1",
-                      "--quiet"])  # fmt: skip
+    rc = restore_run([str(artifact), str(photos), str(clip), "-o", str(reference), "--threads",
+                      "1", "--quiet"])  # fmt: skip
     assert rc == 0
     names = sorted(p.name for p in photos.iterdir())
-    assert sorted(p.name for p in reference.iterdir()) == names
+    assert sorted(p.name for p in reference.iterdir()) == sorted([*names, clip.name])
     return artifact, photos, reference, names
 
 
@@ -211,7 +217,8 @@ def test_worker_killed_mid_job_still_completes_every_output(cluster, work, tmp_p
 
 
 def test_embedded_default_reports_bad_inputs_and_finishes_the_rest(work, ray_tmp, tmp_path):
-    """``--cluster`` without an address starts (and stops) its own Ray instance on this machine."""
+    """``--cluster`` without an address starts (and stops) its own Ray instance on this machine;
+    a video among the images is restored as one task, like plain restore-run does it."""
     artifact, photos, reference, names = work
     mixed = tmp_path / "mixed"
     shutil.copytree(photos, mixed)
@@ -219,11 +226,13 @@ def test_embedded_default_reports_bad_inputs_and_finishes_the_rest(work, ray_tmp
     truncated = (photos / names[0]).read_bytes()[:60]
     (mixed / "cut.png").write_bytes(truncated)
     out = tmp_path / "out"
-    proc = _cli(str(artifact), str(mixed), "-o", str(out), "--workers", "1", "--threads", "1",
-                "--quiet", "--cluster")  # fmt: skip
+    clip = photos.parent / "clip.avi"
+    proc = _cli(str(artifact), str(mixed), str(clip), "-o", str(out), "--workers", "1",
+                "--threads", "1", "--quiet", "--cluster")  # fmt: skip
     assert proc.returncode == 1, proc.stderr  # partial failure, as plain restore-run says it
     assert f"failed: {mixed / 'broken.png'}: cannot decode" in proc.stderr
     assert f"failed: {mixed / 'cut.png'}:" in proc.stderr
-    assert f"{len(names)} images" in proc.stdout and "2 failed" in proc.stdout
-    _same_as_reference(out, reference, names)
+    assert f"{len(names)} images, 1 videos (5 frames)" in proc.stdout
+    assert "2 failed" in proc.stdout
+    _same_as_reference(out, reference, [*names, clip.name])
     assert not (out / "broken.png").exists() and not (out / "cut.png").exists()
