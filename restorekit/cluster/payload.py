@@ -13,8 +13,8 @@ Rules:
 * More than ``max_bytes`` (by ``Content-Length`` or by the bytes read) is ``413``; so is an image
   of more than ``max_pixels`` pixels (a PNG's header is read before decoding, so a small file that
   would decode to gigabytes is refused without decoding it).
-* A PNG without its ``IEND`` chunk or a JPEG without its end marker is truncated (``400``): their
-  decoders would otherwise return a partly grey image without an error.
+* A PNG without its ``IEND`` chunk or a JPEG without an end marker after its last scan is
+  truncated (``400``): their decoders would otherwise return a partly grey image without an error.
 * The response is PNG (lossless) for every input except TIFF, which comes back as TIFF; 8/16 bits,
   gray/RGB/RGBA as the input had them. A JPEG therefore comes back as PNG: re-encoding the
   restored pixels as JPEG would add new compression artefacts to a restoration.
@@ -207,13 +207,18 @@ def decode_request(
 
 
 def _check_complete(body: bytes | memoryview, fmt: str) -> None:
-    """Refuse PNG and JPEG files cut short (their decoders fill the missing rows with grey)."""
-    tail = bytes(body[-1024:]).rstrip(b"\x00\r\n ")  # padding some writers add after the end
-    if fmt == "png" and not tail.endswith(_PNG_END):
+    """Refuse PNG and JPEG files cut short (their decoders fill the missing rows with grey).
+
+    A PNG must hold its ``IEND`` chunk; a JPEG its end marker after the last start-of-scan (an
+    EXIF thumbnail has its own markers near the start, so that one does not count). Bytes some
+    writers append after the end are allowed.
+    """
+    data = bytes(body)
+    if fmt == "png" and data.rfind(_PNG_END) < 0:
         raise RequestError(
             400, "truncated PNG: the body ends before the PNG's IEND chunk; send the whole file"
         )
-    if fmt == "jpeg" and not tail.endswith(b"\xff\xd9"):
+    if fmt == "jpeg" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise RequestError(
             400, "truncated JPEG: the body ends before the JPEG's end marker; send the whole file"
         )

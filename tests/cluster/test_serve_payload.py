@@ -191,3 +191,11 @@ def test_options_refused_before_ray_starts(artifact, tmp_path):
     _check_cpus(TwoCpuCluster, ServeOptions(replicas=2, threads=1))
     with pytest.raises(InputError, match="need 4 CPUs; the Ray cluster has 2"):
         _check_cpus(TwoCpuCluster, ServeOptions(replicas=2, threads=2))
+
+
+def test_bytes_after_the_end_are_not_truncation():
+    """Some cameras and editors append data after a JPEG's end marker or a PNG's IEND."""
+    for suffix in (".png", ".jpg"):
+        body = encode_image(RGB, suffix) + b"trailing vendor data"
+        got = decode_request(body, None)
+        assert got.image.shape == RGB.shape
