@@ -167,3 +167,15 @@ def test_auto_picks_an_admitted_backend_and_remembers(tmp_path, monkeypatch):
     model.doc_string = "changed"
     onnx.save(model, str(path))
     assert not auto.choose_backend(path, threads=1).remembered
+
+
+def test_throughput_hint_overlaps_requests_and_keeps_the_order(tmp_path):
+    path, net, _ = tinynet.export_net(tmp_path, batch=2)
+    batches = [np.random.default_rng(k).random((2, 3, 32, 48), dtype=np.float32) for k in range(5)]
+    options = OpenVinoOptions(hint="throughput", threads=2)
+    backend, _ = backend_from_artifact(path, "openvino", openvino_options=options)
+    with backend:
+        outs = list(backend.infer_many(iter(batches)))
+    assert len(outs) == 5
+    for got, x in zip(outs, batches, strict=True):
+        np.testing.assert_allclose(got, net(x), atol=1e-5)
