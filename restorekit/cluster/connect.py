@@ -111,7 +111,7 @@ def ray_connection(address: str | None = None, *, num_cpus: int | None = None) -
                 ray.init(address=address, **options)
         except ClusterError:
             raise
-        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # Ray raises bare Exception too ("node timed out during startup")
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if address is None:
                 raise ClusterError(f"cannot start a local Ray instance: {detail}") from exc
