@@ -1,6 +1,6 @@
 """restore-serve on a real Ray Serve on 127.0.0.1 (the CLI in a subprocess, one server for the
-module): concurrent requests equal local restoration, tiles of several requests share engine
-calls, bad requests get 4xx while the server keeps serving, /health, restore-run --server end to
+module, two replicas): concurrent requests equal local restoration, tiles of several requests
+share engine calls, bad requests get 4xx while the server keeps serving, /health, restore-run --server end to
 end, and Ctrl-C stops it cleanly."""
 
 from __future__ import annotations
@@ -38,32 +38,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start(artifact: Path, log) -> tuple[subprocess.Popen, ServerClient] | None:
+    """restore-serve on a free port; ``None`` if it exited before answering (the port, free when
+    chosen, can be taken by one of Ray's own processes before Serve binds it)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "restorekit.cli.serve", str(artifact), "--port", str(port),
+         "--replicas", "2", "--threads", "1", "--max-request-mb", str(MAX_REQUEST_MB),
+         "--batch-wait-ms", "20"],
+        stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"RAY_DEDUP_LOGS": "0"},
+    )  # fmt: skip
+    client = ServerClient(f"http://127.0.0.1:{port}", timeout_s=60)
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        try:
+            client.health()
+            return proc, client
+        except Exception:
+            if proc.poll() is not None:
+                return None
+            if time.monotonic() > deadline:
+                proc.kill()
+                log.seek(0)
+                pytest.fail(f"restore-serve did not answer in {STARTUP_S} s:\n{log.read()[-3000:]}")
+            time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
     # Tiles 32x48 with a dynamic batch (1..8, 4 per call): a 16x32 image is one tile.
     artifact, _, _ = tinynet.export_net(folder, batch=None, tile=(32, 48))
-    port = _free_port()
     log = open(folder / "server.log", "w+")  # noqa: SIM115 - read back in teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "restorekit.cli.serve", str(artifact), "--port", str(port),
-         "--threads", "1", "--max-request-mb", str(MAX_REQUEST_MB), "--batch-wait-ms", "20"],
-        stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"RAY_DEDUP_LOGS": "0"},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    client = ServerClient(url, timeout_s=60)
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        try:
-            client.health()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.seek(0)
-                pytest.fail(f"restore-serve did not start:\n{log.read()[-3000:]}")
-            time.sleep(1)
-    yield url, artifact, client
+    started = _start(artifact, log) or _start(artifact, log)
+    if started is None:
+        log.seek(0)
+        pytest.fail(f"restore-serve exited before answering, twice:\n{log.read()[-3000:]}")
+    proc, client = started
+    yield client.url, artifact, client
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     try:
         code = proc.wait(timeout=90)
@@ -76,6 +88,18 @@ def server(tmp_path_factory):
     assert code == 0 and "stopped" in text, text[-3000:]
 
 
+def _replicas(client: ServerClient) -> dict[str, dict]:
+    """/health of each replica: polled until both answered (the router spreads requests)."""
+    seen: dict[str, dict] = {}
+    with ThreadPoolExecutor(8) as pool:  # concurrent: an idle router may favour one replica
+        for _ in range(20):
+            for doc in pool.map(lambda _: client.health(), range(8)):
+                seen[doc["replica"]] = doc
+            if len(seen) == 2:
+                break
+    return seen
+
+
 def _local(artifact: Path, images: list[np.ndarray]) -> list[np.ndarray]:
     with restorekit.open(artifact, threads=1) as model:
         return [model.restore(image) for image in images]
@@ -86,7 +110,8 @@ def test_health(server):
     doc = client.health()
     assert doc["status"] == "ok" and doc["artifact"] == artifact.name
     assert doc["model"] == "tiny.test" and doc["precision"] == "fp32"
-    assert "ONNX Runtime CPU" in doc["backend"] and doc["replicas"] == 1
+    assert "ONNX Runtime CPU" in doc["backend"] and doc["replicas"] == 2
+    assert len(_replicas(client)) == 2  # two replicas answer
     assert doc["max_request_bytes"] == int(MAX_REQUEST_MB * 2**20)
 
 
@@ -101,7 +126,7 @@ def test_concurrent_requests_equal_local_restoration(server):
         rng.integers(0, 65536, (37, 52, 3), dtype=np.uint16),
     ]
     suffixes = [".png"] * 15 + [".tif"]
-    before = client.health()["engine_calls"]
+    before = _replicas(client)
     start = threading.Barrier(len(images))
 
     def send(k: int):
@@ -120,13 +145,15 @@ def test_concurrent_requests_equal_local_restoration(server):
         assert reply.headers["x-restorekit-model"] == "tiny.test"
         assert "ONNX Runtime" in reply.headers["x-restorekit-backend"]
         assert float(reply.headers["x-restorekit-time-ms"]) > 0
-    doc = client.health()
-    # Twelve one-tile requests: any engine call with more than one tile took tiles of several
-    # requests; fewer calls than tiles shows the batching happened.
-    assert doc["largest_batch"] > 1
-    calls = doc["engine_calls"] - before
+    after = _replicas(client)
+    # Twelve one-tile requests: an engine call with more than one tile took tiles of several
+    # requests; fewer calls than tiles over both replicas shows the batching happened.
+    assert max(doc["largest_batch"] for doc in after.values()) > 1
+    assert len(after) == len(before) == 2
+    calls = sum(after[r]["engine_calls"] - before[r]["engine_calls"] for r in after)
+    computed = sum(after[r]["tiles_computed"] - before[r]["tiles_computed"] for r in after)
     tiles = sum(int(r.headers["x-restorekit-tiles"]) for r in replies)
-    assert calls < tiles, (calls, tiles)
+    assert computed == tiles and calls < tiles, (calls, computed, tiles)
 
 
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
