@@ -6,10 +6,13 @@ without PyTorch.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from restorekit.manifest import INPUT_NAME
 from restorekit.metrics import Agreement, agreement
@@ -25,6 +28,65 @@ class OrtSession:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {INPUT_NAME: batch})[0]
+
+
+class RememberingSession(OrtSession):
+    """An :class:`OrtSession` that runs each distinct input batch once and hands the same output
+    back when asked again.
+
+    A candidate graph of the FP16 plan or the INT8 search is scored on the verification images at
+    batch 1; when it becomes the artifact, its verification asks for exactly those runs again.
+    ONNX Runtime's CPU kernels are deterministic for one session, so the remembered output is the
+    output a second run would give (tests/export/test_sessions.py checks it bit for bit).
+    """
+
+    def __init__(
+        self,
+        model: bytes | str | Path,
+        threads: int | None = None,
+        outputs: dict[tuple, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(model, threads)
+        self._outputs = {} if outputs is None else outputs
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch)
+        key = (batch.shape, batch.dtype.str, hashlib.sha256(batch.data).digest())
+        if key not in self._outputs:
+            self._outputs[key] = super().run(batch)
+        return self._outputs[key]
+
+
+class SessionPool:
+    """One :class:`RememberingSession` per distinct graph, for the graphs one export scores.
+
+    Graphs are told apart by the sha256 of their serialized bytes, so a graph built twice (the FP16
+    plan's final graph is its last accepted trial) is loaded once. Only the ``keep`` most recently
+    used sessions are held, since each holds its weights and ONNX Runtime's activation arena; the
+    remembered outputs of every graph are kept (a few tiles each), so a graph whose session was
+    let go and is asked for again is loaded again but not run again on the same inputs.
+    """
+
+    def __init__(self, keep: int = 2, threads: int | None = None) -> None:
+        self._keep = keep
+        self._threads = threads
+        self._sessions: OrderedDict[str, RememberingSession] = OrderedDict()
+        self._outputs: dict[str, dict[tuple, np.ndarray]] = {}
+        self.loads = 0  # sessions created (tests and benchmarks read it)
+
+    def session(self, model: onnx.ModelProto | bytes) -> RememberingSession:
+        """The session for ``model``, created on first use."""
+        data = model if isinstance(model, bytes) else model.SerializeToString()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in self._sessions:
+            self._sessions.move_to_end(digest)
+            return self._sessions[digest]
+        while len(self._sessions) >= self._keep:
+            self._sessions.popitem(last=False)
+        self.loads += 1
+        outputs = self._outputs.setdefault(digest, {})
+        session = self._sessions[digest] = RememberingSession(data, self._threads, outputs)
+        return session
 
 
 def compare_batches(
@@ -49,9 +111,13 @@ def worst_of(figures: Sequence[Agreement]) -> Agreement:
 
 
 def score_graph(
-    model: bytes | str | Path, tiles: np.ndarray, reference: np.ndarray, value_range: float
+    model: bytes | str | Path | OrtSession,
+    tiles: np.ndarray,
+    reference: np.ndarray,
+    value_range: float,
 ) -> Agreement:
-    """Run ``model`` on each tile (batch 1) and return the worst agreement with ``reference``."""
-    session = OrtSession(model)
+    """Run ``model`` (a graph or an open session) on each tile (batch 1) and return the worst
+    agreement with ``reference``."""
+    session = model if isinstance(model, OrtSession) else OrtSession(model)
     outputs = np.concatenate([session.run(tiles[i : i + 1]) for i in range(len(tiles))])
     return worst_of(compare_batches(outputs, reference, [""] * len(tiles), value_range))

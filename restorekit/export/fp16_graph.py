@@ -9,6 +9,8 @@ alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -21,10 +23,18 @@ FIXED_FP32_INPUTS = {("Resize", 2), ("Upsample", 1)}
 NEVER_FP16 = {"Shape", "Size", "Cast", "Constant", "ConstantOfShape", "Range", "NonZero", "TopK"}
 
 
-def convert_to_fp16(model: onnx.ModelProto, keep: set[str] | list[str]) -> onnx.ModelProto:
-    """FP16 copy of ``model`` (nodes must be named); ``keep`` nodes compute in FP32."""
+def convert_to_fp16(
+    model: onnx.ModelProto,
+    keep: set[str] | list[str],
+    floats: Iterable[str] | None = None,
+) -> onnx.ModelProto:
+    """FP16 copy of ``model`` (nodes must be named); ``keep`` nodes compute in FP32.
+
+    ``floats``: the float tensors of ``model`` (``float_tensors``) when the caller already has
+    them; several rewrites of one graph then share one shape inference.
+    """
     keep = set(keep)
-    floats = set(float_tensors(model))
+    floats = set(float_tensors(model) if floats is None else floats)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph

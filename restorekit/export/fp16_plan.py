@@ -23,10 +23,10 @@ import numpy as np
 import onnx
 
 from restorekit.calibration.ranges import TensorRange, activation_ranges
-from restorekit.export.compare import score_graph
+from restorekit.export.compare import SessionPool, score_graph
 from restorekit.export.fp16_graph import convert_to_fp16
 from restorekit.metrics import Agreement, rounded_db
-from restorekit.onnx_graph import name_nodes
+from restorekit.onnx_graph import float_tensors, name_nodes
 
 FP16_MAX = 65504.0
 FP16_SAFE = FP16_MAX / 8
@@ -93,12 +93,19 @@ def fp16_overflow_risks(fp16: onnx.ModelProto, ranges: dict[str, TensorRange]) -
     return sorted(t for t in half if peak(t) > FP16_MAX)
 
 
-def to_fp16(model: onnx.ModelProto, keep: Sequence[str]) -> onnx.ModelProto:
-    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32."""
+def to_fp16(
+    model: onnx.ModelProto,
+    keep: Sequence[str],
+    floats: dict[str, list[int | str]] | None = None,
+) -> onnx.ModelProto:
+    """FP16 copy of ``model`` with FP32 inputs/outputs and the ``keep`` nodes computing in FP32.
+
+    ``floats``: ``float_tensors(model)`` if already known (it takes a shape inference).
+    """
     named = onnx.ModelProto()
     named.CopyFrom(model)
     name_nodes(named)
-    return convert_to_fp16(named, list(keep))
+    return convert_to_fp16(named, list(keep), floats)
 
 
 def plan_fp16(
@@ -119,6 +126,7 @@ def plan_fp16(
         model, calibration, progress=lambda k, n: say(f"measuring activation ranges, tile {k}/{n}")
     )
     plan = Fp16Plan()
+    floats = float_tensors(model)  # one shape inference for every trial's rewrite
     plan.kept.update(range_unsafe_nodes(model, ranges))
     fragile: dict[str, list[str]] = {}
     for node in model.graph.node:
@@ -127,26 +135,40 @@ def plan_fp16(
     for op_type, names in fragile.items():
         for n in names:
             plan.kept[n] = f"{op_type}: fragile in FP16, not measured safe"
+    accepted = None  # the last graph kept: the final one unless nothing was released
     for op_type in sorted(fragile, key=lambda t: -len(fragile[t])):
         trial_keep = [n for n in plan.kept if n not in fragile[op_type]]
         say(f"trying {op_type} in FP16")
-        fig = evaluate(to_fp16(model, trial_keep))
+        candidate = to_fp16(model, trial_keep, floats)
+        fig = evaluate(candidate)
         ok = fig.nonfinite == 0 and fig.psnr >= min_psnr + RELEASE_MARGIN_DB
         plan.trail.append({"release": op_type, "nodes": len(fragile[op_type]), "psnr": rounded_db(fig.psnr),
                            "nonfinite": fig.nonfinite, "kept_in_fp16": ok})  # fmt: skip
         if ok:
+            accepted = candidate
             plan.released.append(op_type)
             for n in fragile[op_type]:
                 del plan.kept[n]
-    final = to_fp16(model, list(plan.kept))
+    # The rewrite depends only on which nodes are kept, so the last accepted trial is the final
+    # graph (the same bytes: the export's session pool then finds its session and outputs).
+    final = accepted if accepted is not None else to_fp16(model, list(plan.kept), floats)
     plan.overflow_risks = fp16_overflow_risks(final, ranges)
     return plan, final
 
 
 def evaluator(
-    tiles: np.ndarray, reference: np.ndarray, value_range: float
+    tiles: np.ndarray,
+    reference: np.ndarray,
+    value_range: float,
+    sessions: SessionPool | None = None,
 ) -> Callable[[onnx.ModelProto], Agreement]:
-    """A function scoring a candidate graph on ``tiles`` against ``reference`` outputs (worst case)."""
-    return lambda candidate: score_graph(
-        candidate.SerializeToString(), tiles, reference, value_range
-    )
+    """A function scoring a candidate graph on ``tiles`` against ``reference`` outputs (worst case).
+
+    With ``sessions``, each candidate's session and outputs stay in the pool, so verifying the
+    chosen graph afterwards reuses them instead of loading and running it again.
+    """
+    if sessions is None:
+        return lambda candidate: score_graph(
+            candidate.SerializeToString(), tiles, reference, value_range
+        )
+    return lambda candidate: score_graph(sessions.session(candidate), tiles, reference, value_range)

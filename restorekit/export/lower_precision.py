@@ -19,6 +19,7 @@ from restorekit.calibration.feeds import CalibrationSet
 from restorekit.calibration.qdq import default_method, qdq_from_model, quantizable_nodes
 from restorekit.calibration.search import search_exclusions
 from restorekit.errors import VerificationError
+from restorekit.export.compare import SessionPool
 from restorekit.export.fp16_plan import evaluator, plan_fp16
 from restorekit.export.verify import ReferenceSet
 from restorekit.manifest import CalibrationRecord, PrecisionPlan
@@ -44,10 +45,14 @@ def fp16_from_fp32(
     value_range: float,
     min_psnr: float,
     say: Callable[[str], None],
+    sessions: SessionPool | None = None,
 ) -> LoweredGraph:
-    """Mixed-precision FP16 graph; fragile and out-of-range nodes kept FP32 (see fp16_plan.py)."""
+    """Mixed-precision FP16 graph; fragile and out-of-range nodes kept FP32 (see fp16_plan.py).
+
+    ``sessions``: where the candidates' sessions and outputs stay for the final verification.
+    """
     model = _named_copy(fp32)
-    evaluate = evaluator(refs.inputs, refs.expected, value_range)
+    evaluate = evaluator(refs.inputs, refs.expected, value_range, sessions)
     plan, fp16 = plan_fp16(model, list(calibration.batches(1)), evaluate, min_psnr, say)
     if plan.overflow_risks:  # the plan keeps every out-of-range tensor FP32; this is its check
         raise VerificationError(
@@ -80,11 +85,13 @@ def int8_from_fp32(
     tensorrt_version: str,
     say: Callable[[str], None],
     layout: str = "tensorrt",
+    sessions: SessionPool | None = None,
 ) -> LoweredGraph:
     """Calibrated Q/DQ graph; the most sensitive layers are kept out of INT8 until ``min_psnr``.
 
     ``layout`` is ``tensorrt`` or ``ort-cpu`` (see :func:`qdq_from_model`); only the TensorRT
     layout has a TensorRT calibration cache. ``method`` ``None`` takes the layout's default.
+    ``sessions``: where the candidates' sessions and outputs stay for the final verification.
     """
     method = method or default_method(layout)
     model = _named_copy(fp32)
@@ -94,7 +101,7 @@ def int8_from_fp32(
         ranges = Path(tmp) / "ranges.json" if layout == "ort-cpu" else None
         qdq = qdq_from_model(model, calibration, method, layout=layout, ranges_file=ranges)
         layers = quantizable_nodes(model, layout)
-        evaluate = evaluator(refs.inputs, refs.expected, value_range)
+        evaluate = evaluator(refs.inputs, refs.expected, value_range, sessions)
 
         def requantized(names):  # the CPU layout quantizes outputs too: quantize again without
             return qdq_from_model(model, calibration, method, names, layout, ranges).model

@@ -21,7 +21,7 @@ import onnx
 from restorekit import __version__
 from restorekit.data import sample_paths
 from restorekit.errors import ExportError, VerificationError
-from restorekit.export.compare import OrtSession
+from restorekit.export.compare import OrtSession, SessionPool
 from restorekit.export.cpu_speed import CpuSpeed, cpu_speed
 from restorekit.export.openvino_check import openvino_row
 from restorekit.export.simplify import (
@@ -31,6 +31,7 @@ from restorekit.export.simplify import (
     scalar_prelu_as_leaky_relu,
     simplify_graph,
 )
+from restorekit.export.stage_times import StageTimer
 from restorekit.export.targets import targets_for
 from restorekit.export.trace import onnx_from_model
 from restorekit.export.verify import (
@@ -143,6 +144,7 @@ class ExportResult:
     notes: tuple[str, ...] = ()
     cpu_speed: CpuSpeed | None = None  # INT8 CPU layout: both graphs timed on this CPU
     tensorrt_version: str = "10.3.0"  # whose published parser rules the graphs were checked by
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)  # wall time per stage
 
     @property
     def main(self) -> Artifact:
@@ -206,7 +208,7 @@ def export_model(
         VerificationError: an artifact misses its accuracy target (the report with the figures is
             written beside where the ONNX would have been).
     """
-    stage = on_stage or (lambda _name: None)
+    stage = StageTimer(stages_for(options.precision), on_stage)
     ref = resolve(options.model) if isinstance(options.model, str) else options.model
     variant = ref.variant
     tile = tuple(options.tile or variant.default_tile)
@@ -277,7 +279,9 @@ def export_model(
     }
     fp32_rules = tensorrt_rules(candidate, options.tensorrt_version, "")
     doc["fp32"]["tensorrt_rules"] = _rules_record(fp32_rules, options.tensorrt_version)
+    stage("fp32: OpenVINO row")  # a sub-step of verify, timed apart (it is not ONNX Runtime's)
     doc["fp32"]["openvino"] = openvino_row(candidate, refs, vr, criterion, name)  # None: not here
+    doc["stage_seconds"] = stage.seconds()
     _write_report(report_path, doc)
     if not report.passed:
         _raise_fp32_failure(
@@ -293,9 +297,11 @@ def export_model(
         lowered, speed = _export_lowered(
             options, ref, built, candidate, fp32, refs[0], doc, report_path, stage
         )
+        doc["stage_seconds"] = stage.seconds()  # now with the lowered graph's write
+        _write_report(report_path, doc)
     return ExportResult(
         fp32, lowered, report_path, len(traced.graph.node), built, tuple(notes), speed,
-        options.tensorrt_version,
+        options.tensorrt_version, stage.seconds(),
     )  # fmt: skip
 
 
@@ -308,7 +314,7 @@ def _export_lowered(
     refs: ReferenceSet,
     doc: dict[str, Any],
     report_path: Path,
-    stage: Callable[[str], None],
+    stage: StageTimer,
 ) -> tuple[Artifact, CpuSpeed | None]:
     """The verified FP16/INT8 artifact; for the INT8 CPU layout also its speed against FP32."""
     # Imported here: calibration pulls in ONNX Runtime's quantization tools, unused for FP32.
@@ -329,18 +335,21 @@ def _export_lowered(
         options.calib or sample_paths(), fp32.manifest, options.calib_count, options.seed
     )
     stage("lower")
+    # The candidates scored while lowering keep their sessions and outputs here: the chosen one is
+    # then verified without loading it again or repeating the runs its score already made.
+    sessions = SessionPool()
     if precision == "fp16":
-        lowered = fp16_from_fp32(fp32_model, calibration, refs, vr, min_psnr, say)
+        lowered = fp16_from_fp32(fp32_model, calibration, refs, vr, min_psnr, say, sessions)
     else:
         lowered = int8_from_fp32(fp32_model, calibration, refs, vr, min_psnr, options.calib_method,
                              options.int8_max_excluded, options.tensorrt_version, say,
-                             options.int8_layout)  # fmt: skip
+                             options.int8_layout, sessions)  # fmt: skip
     check_graph(lowered.model)
 
     stage("verify lowered")
     tile = fp32.manifest.tile
     name = onnx_name(ref.name, precision_label(precision, lowered.plan.layout), tile)
-    report = verify_graph(OrtSession(lowered.model.SerializeToString()), [refs], vr,
+    report = verify_graph(sessions.session(lowered.model), [refs], vr,
                           Criterion(min_psnr=min_psnr), name)  # fmt: skip
     if built.random:
         report.notes.append(f"weights: {built.weights} - not a trained model")
@@ -359,6 +368,7 @@ def _export_lowered(
         speed = cpu_speed(fp32_model.SerializeToString(), lowered.model.SerializeToString(),
                           refs.inputs[:1])  # fmt: skip
         doc[precision]["cpu_speed"] = speed.to_dict()
+    doc["stage_seconds"] = stage.seconds()
     _write_report(report_path, doc)
     if not report.passed:
         w = report.worst
