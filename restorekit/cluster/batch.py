@@ -55,7 +55,7 @@ from restorekit.runtime.media import Source, expand_sources, output_path
 MAX_ITEMS_PER_TASK = 8
 TASKS_PER_WORKER = 4
 _RECORD_FIELDS = ("input", "output", "size", "sha256", "megapixels", "frames", "error",
-                  "warnings", "worker", "artifact", "seconds")  # fmt: skip
+                  "warnings", "worker", "artifact", "seconds", "finished")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ class RestoreWorker:
         except Exception as exc:  # a bug on one item must not end the job: report it with it
             record["error"] = f"internal error: {type(exc).__name__}: {exc}"
         record["seconds"] = time.perf_counter() - started
+        record["finished"] = time.time()  # the driver sees results a task at a time
         return record
 
     def __del__(self) -> None:
@@ -148,6 +149,7 @@ class ClusterSummary:
     megapixels: float = 0.0
     seconds: float = 0.0
     startup_seconds: float = 0.0
+    steady_seconds: float = 0.0
     address: str = ""
     written: list[Path] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -165,6 +167,12 @@ class ClusterSummary:
     @property
     def items_per_second(self) -> float:
         return self.items / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_items_per_second(self) -> float:
+        """Throughput once the first item is done (Ray and the workers started): items 2..n over
+        the time from the first item's end to the last's, as the workers timed them."""
+        return (self.items - 1) / self.steady_seconds if self.steady_seconds > 0 else 0.0
 
     def line(self) -> str:
         """One line for the end of a run, like ``restore-run``'s."""
@@ -194,6 +202,7 @@ class ClusterSummary:
             "megapixels": round(self.megapixels, 6),
             "seconds": round(self.seconds, 3),
             "startup_seconds": round(self.startup_seconds, 3),
+            "steady_items_per_second": round(self.steady_items_per_second, 4),
             "megapixels_per_second": round(self.megapixels_per_second, 4),
             "items_per_second": round(self.items_per_second, 4),
             "address": self.address,
@@ -249,14 +258,16 @@ def restore_collection(
         progress: show a progress bar with items/s and MP/s.
 
     Returns:
-        The summary: counts, throughput, the artifact each worker used, and every failure.
+        The summary: counts, throughput, the artifact each worker used, and every failure;
+        ``startup_seconds`` is the time until the first item was done (starting Ray and the
+        workers, opening the model, that item's own work).
 
     Raises:
         InputError: no input matched, a camera or stream among the inputs, or a missing artifact.
         ClusterError: the cluster cannot be reached or started, or no worker could start.
         MissingDependencyError: Ray is not installed (the ``cluster`` extra).
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     candidates = _candidates(artifact)
     output = Path(output).resolve()
     if output.suffix and output.is_file():
@@ -284,16 +295,20 @@ def restore_collection(
         by_input = {str(i.source.location): i for i in todo}
         bar = tqdm(total=len(todo), unit="item", desc="cluster", disable=not progress,
                    dynamic_ncols=True)  # fmt: skip
+        first_done, last_done = float("inf"), 0.0  # wall clock, as the workers timed them
         with bar:
             for record in records:
-                if not summary.startup_seconds:
-                    summary.startup_seconds = time.perf_counter() - started
+                first_done = min(first_done, float(record["finished"]))
+                last_done = max(last_done, float(record["finished"]))
                 _collect(record, by_input, job, output, summary, appender)
                 bar.update(1)
                 elapsed = time.perf_counter() - started
                 bar.set_postfix_str(f"{summary.megapixels / elapsed:.2f} MP/s", refresh=False)
     _remove_partial_files(todo)
     summary.seconds = time.perf_counter() - started
+    if last_done:
+        summary.startup_seconds = max(0.0, first_done - started_at)
+        summary.steady_seconds = max(0.0, last_done - first_done)
     return summary
 
 

@@ -135,6 +135,8 @@ def test_job_on_two_nodes_equals_plain_restore_run(cluster_run, work, cluster):
     assert sum(w["items"] for w in report["workers"]) == len(names)
     assert {w["artifact"] for w in report["workers"]} == {"tiny.onnx (ONNX Runtime CPU)"}
     assert f"{len(names)} images" in proc.stdout and "MP/s" in proc.stdout
+    assert 0 < report["startup_seconds"] <= report["seconds"]
+    assert report["items_per_second"] == pytest.approx(len(names) / report["seconds"], rel=1e-3)
 
 
 def test_rerun_recomputes_nothing_then_only_damaged_outputs(cluster_run, work, cluster):
