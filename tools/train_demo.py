@@ -1,24 +1,43 @@
-"""Train the demo weights shipped in ``restorekit/data/weights`` (seeded, CPU, one thread).
+"""Train the demo weights shipped in ``restorekit/data/weights`` (seeded, CPU, one thread, resumable).
 
-Task: Gaussian denoising at sigma 25 of 8-bit photos (colour; gray for NLRN). Training photos are
-scikit-image's bundled images other than the five the package ships as held-out samples
-(astronaut, camera, chelsea = ``skimage.data.cat``, coffee, rocket), so the held-out figures
-(``benchmarks/demo_heldout.py``) are on photos the network never saw. Random crops, flips and
-90-degree rotations; the noise is drawn on the fly from a seeded generator and, like a saved
-noisy photo, clipped to [0, 1] and rounded to 8 bits.
+Task: Gaussian denoising at sigma 25 of 8-bit photos (colour; gray for NLRN). The training photos
+are read from ``--data`` at training time (the repository ships weights, never images); every
+image file below it is used, sorted by path. The cards name the public sets used:
 
-With the same seed, step count and one thread, a run repeats bit for bit on the same machine and
-PyTorch build. ``--minutes`` caps the wall time (the card then records the steps actually run).
+- gray (NLRN): the 400 BSD training images of cszn/DnCNN
+  (``TrainingCodes/DnCNN_TrainingCodes_v1.0/data/Train400``);
+- colour (MPRNet, GRL, PANet): Kodak24, McMaster (cszn/FFDNet ``testsets/``) and LIVE1
+  (cszn/DnCNN ``testsets/LIVE1``).
 
-    PYTHONPATH=$PWD python tools/train_demo.py mprnet --steps 300
+BSD68, CBSD68 and Set12 are the evaluation sets (``benchmarks/demo_heldout.py``): never put them
+under ``--data``. ``--val`` names one of them for the training curve only (a few centre crops,
+logged, never used to pick weights: the weights written are those of the last step).
+
+Random crops, flips and 90-degree rotations; the noise is drawn on the fly from a seeded generator
+and, like a saved noisy photo, clipped to [0, 1] and rounded to 8 bits. Adam at a constant rate
+after a linear warm-up; the weights written are an exponential moving average of the trained
+ones (decay 0.999), which smooths the constant-rate noise without a schedule tied to a planned
+length, so a run stopped at step N (``--minutes``) writes exactly what ``--steps N`` writes.
+
+The state (model, average, optimiser, both random generators, step, curve) is checkpointed
+atomically every ``--checkpoint-minutes`` into ``--ckpt-dir``; ``--resume`` continues from it
+bit for bit (same thread count, machine and PyTorch build). SIGTERM or Ctrl-C end a run like
+``--minutes`` (checkpoint, then weights). Pausing the process (SIGSTOP/SIGCONT) is harmless; the
+record counts CPU seconds as well as wall seconds for that reason.
+
+    PYTHONPATH=$PWD python tools/train_demo.py grl --data .train/data/train_colour \\
+        --val .train/data/test/CBSD68 --minutes 60 --resume
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import csv
+import hashlib
 import json
-import math
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,10 +45,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorekit.models.demo import COLOUR_IMAGES, GRAY_IMAGES, training_images
+from restorekit.metrics import psnr
+from restorekit.models.demo import add_noise, centre_crop, read_folder, tiled_restore
 from restorekit.models.registry import resolve
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "restorekit" / "data" / "weights"
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS_DIR = ROOT / "restorekit" / "data" / "weights"
+CKPT_DIR = ROOT / ".train" / "ckpt"
+SIGMA = 25.0 / 255.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -40,42 +64,35 @@ class Recipe:
     crop: int
     batch: int
     lr: float
-    steps: int
-    # Share of crops taken from the colour photos (the rest from the gray textures); None: every
-    # image equally likely. Colour models see gray textures as R = G = B and drift towards grey
-    # colours when those dominate.
-    colour_share: float | None = None
+    warmup: int = 100  # steps of linear warm-up to ``lr``
+    ema: float = 0.999  # decay of the weight average that is written
 
 
 RECIPES = {
-    "mprnet": Recipe("mprnet.demo_dn_s25", crop=64, batch=8, lr=1e-3, steps=300),
-    "nlrn": Recipe("nlrn.demo_dn_s25", crop=32, batch=16, lr=1e-3, steps=200),
-    "grl": Recipe("grl-t.demo_dn_s25", crop=64, batch=8, lr=1e-3, steps=200, colour_share=0.75),
-    "panet": Recipe("panet.demo_dn_s25", crop=32, batch=8, lr=1e-3, steps=200, colour_share=0.75),
+    "mprnet": Recipe("mprnet.demo_dn_s25", crop=64, batch=8, lr=1e-3),
+    "nlrn": Recipe("nlrn.demo_dn_s25", crop=32, batch=16, lr=1e-3),
+    "grl": Recipe("grl-t.demo_dn_s25", crop=64, batch=8, lr=5e-4),
+    "panet": Recipe("panet.demo_dn_s25", crop=32, batch=8, lr=1e-3),
 }
 
 
-def sample_batch(
-    images: list[np.ndarray],
-    rng: np.random.Generator,
-    batch: int,
-    crop: int,
-    colour_share: float | None = None,
-) -> torch.Tensor:
-    """Random crops, flipped and rotated, as an NCHW tensor.
+def data_fingerprint(paths: list[Path], root: Path) -> dict[str, object]:
+    """Count, folders and a sha256 over the sorted relative paths and bytes of the images."""
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(str(p.relative_to(root)).encode())
+        digest.update(p.read_bytes())
+    folders = sorted({str(p.parent.relative_to(root)) for p in paths})
+    return {"count": len(paths), "folders": folders, "sha256": digest.hexdigest()}
 
-    The image is chosen uniformly, or from the colour photos (the first ``len(COLOUR_IMAGES)``)
-    with probability ``colour_share`` and from the gray ones otherwise.
-    """
+
+def sample_batch(
+    images: list[np.ndarray], rng: np.random.Generator, batch: int, crop: int
+) -> torch.Tensor:
+    """Random crops (image chosen uniformly), flipped and rotated, as an NCHW float32 tensor."""
     out = []
-    n_colour = len(COLOUR_IMAGES)
     for _ in range(batch):
-        if colour_share is None:
-            img = images[rng.integers(len(images))]
-        elif rng.random() < colour_share:
-            img = images[rng.integers(n_colour)]
-        else:
-            img = images[n_colour + rng.integers(len(images) - n_colour)]
+        img = images[rng.integers(len(images))]
         top = rng.integers(img.shape[0] - crop + 1)
         left = rng.integers(img.shape[1] - crop + 1)
         patch = img[top : top + crop, left : left + crop]
@@ -86,7 +103,7 @@ def sample_batch(
     return torch.from_numpy(np.stack(out))
 
 
-def noisy_from(clean: torch.Tensor, gen: torch.Generator, sigma: float) -> torch.Tensor:
+def noisy_from(clean: torch.Tensor, gen: torch.Generator, sigma: float = SIGMA) -> torch.Tensor:
     """The 8-bit noisy photo: clean + N(0, sigma^2), clipped and rounded (as restorekit.models.demo)."""
     noise = torch.randn(clean.shape, generator=gen) * sigma
     return torch.round((clean + noise).clamp(0.0, 1.0) * 255.0) / 255.0
@@ -102,14 +119,13 @@ def recalibrate_batch_norms(
     rng: np.random.Generator,
     gen: torch.Generator,
     recipe: Recipe,
-    sigma: float,
     batches: int = 40,
 ) -> None:
     """Set batch-norm moving statistics to their average over fresh training batches.
 
-    NLRN keeps TensorFlow's momentum (0.99): after a few hundred steps the moving averages still
-    remember their initial values, so eval mode would normalise with wrong statistics. The final
-    weights are kept; only the statistics are re-estimated (a cumulative average, ``momentum=None``).
+    NLRN keeps TensorFlow's momentum (0.99) and the written weights are an average of trained
+    ones, whose statistics no running average measured: eval mode needs statistics re-estimated
+    for exactly these weights (a cumulative average, ``momentum=None``).
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -121,52 +137,139 @@ def recalibrate_batch_norms(
     model.train()
     with torch.no_grad():
         for _ in range(batches):
-            model(
-                noisy_from(
-                    sample_batch(images, rng, recipe.batch, recipe.crop, recipe.colour_share),
-                    gen,
-                    sigma,
-                )
-            )
+            model(noisy_from(sample_batch(images, rng, recipe.batch, recipe.crop), gen))
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
 
 
-def train(arch: str, steps: int | None, minutes: float | None, seed: int, out_dir: Path) -> Path:
-    """Train the demo variant of ``arch``; writes ``<name>.safetensors`` with its record."""
+def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``average <- decay * average + (1 - decay) * model`` for parameters; buffers copied."""
+    with torch.no_grad():
+        for a, p in zip(average.parameters(), model.parameters(), strict=True):
+            a.lerp_(p, 1.0 - decay)
+        for a, b in zip(average.buffers(), model.buffers(), strict=True):
+            a.copy_(b)
+
+
+class Curve:
+    """Held-out PSNR of the averaged model on a few fixed noisy crops (the training curve)."""
+
+    def __init__(self, folder: Path | None, channels: int, count: int, crop: int) -> None:
+        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        if folder is None:
+            return
+        for i, (_, clean) in enumerate(read_folder(folder, channels)[:count]):
+            clean = centre_crop(clean.astype(np.float64), crop)
+            clean = clean[..., 0] if channels == 1 else clean  # the tiler takes gray as HW
+            self.pairs.append((clean, add_noise(clean, seed=i)))
+
+    def psnr(self, model: torch.nn.Module, ref) -> float | None:
+        """Mean PSNR (dB) of ``model`` in eval mode through the runtime's tiler, or None."""
+        if not self.pairs:
+            return None
+        index = ref.spec.output_index
+        was_training = model.training
+        model.eval()
+
+        def forward(batch: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                out = model(torch.from_numpy(batch))
+            return (out if index is None else out[index]).numpy()
+
+        values = [psnr(tiled_restore(ref, noisy, forward), clean) for clean, noisy in self.pairs]
+        model.train(was_training)
+        return float(np.mean(values))
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(args: argparse.Namespace, stop: list[bool]) -> Path:
+    """Train (or resume) the demo variant of ``args.arch``; writes ``<name>.safetensors``.
+
+    A run ends at ``args.steps``, after ``args.minutes``, or once ``stop`` is non-empty.
+    """
     from safetensors.torch import save_model
 
     torch.set_num_threads(1)
-    recipe = RECIPES[arch]
-    steps = steps or recipe.steps
+    recipe = RECIPES[args.arch]
     ref = resolve(recipe.model)
-    torch.manual_seed(seed)
+    channels = ref.variant.in_channels
+    files = read_folder(args.data, channels)
+    if not files:
+        raise SystemExit(f"no images under {args.data}")
+    paths = [p for p, _ in files]
+    images = [img for _, img in files if min(img.shape[:2]) >= recipe.crop]
+    fingerprint = data_fingerprint(paths, args.data)
+    print(f"{len(images)} training images from {args.data} ({fingerprint['sha256'][:12]})")
+
+    torch.manual_seed(args.seed)
     model = ref.build()
     model.train()
-    images = training_images(ref.variant.in_channels)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    average = copy.deepcopy(model)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
-    # Cosine decay to 1 % over the planned steps, after a short linear warm-up.
-    warm = max(1, steps // 30)
+    curve_rows: list[dict[str, float | int | str]] = []
+    step, wall, cpu = 0, 0.0, 0.0
 
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return recipe.lr * (step + 1) / warm
-        t = (step - warm) / max(1, steps - warm)
-        return recipe.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    args.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = args.ckpt_dir / f"{ref.name}.pt"
+    curve_path = args.ckpt_dir / f"{ref.name}.curve.csv"
+    if args.resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, weights_only=False)  # our own file: RNG states are objects
+        if state["recipe"] != asdict(recipe) or state["data"] != fingerprint:
+            raise SystemExit(f"{ckpt_path} was made with another recipe or data; not resuming")
+        model.load_state_dict(state["model"])
+        average.load_state_dict(state["average"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        gen.set_state(state["torch_gen"])
+        step, wall, cpu = state["step"], state["wall"], state["cpu"]
+        curve_rows = state["curve"]
+        print(f"resumed {ckpt_path} at step {step}")
 
-    sigma = 25.0 / 255.0
-    start = time.monotonic()
+    def checkpoint() -> None:
+        save_atomic(
+            {
+                "recipe": asdict(recipe),
+                "data": fingerprint,
+                "seed": args.seed,
+                "model": model.state_dict(),
+                "average": average.state_dict(),
+                "optimizer": opt.state_dict(),
+                "numpy_rng": rng.bit_generator.state,
+                "torch_gen": gen.get_state(),
+                "step": step,
+                "wall": wall,
+                "cpu": cpu,
+                "curve": curve_rows,
+            },
+            ckpt_path,
+        )
+        with open(curve_path.with_suffix(".tmp"), "w", newline="") as f:
+            writer = csv.DictWriter(f, ["step", "wall_s", "cpu_s", "loss", "heldout_psnr"])
+            writer.writeheader()
+            writer.writerows(curve_rows)
+        os.replace(curve_path.with_suffix(".tmp"), curve_path)
+
+    curve = Curve(args.val, channels, args.val_count, args.val_crop)
+    session_start = time.monotonic()
+    last_ckpt = time.monotonic()
     losses: list[float] = []
-    done = 0
-    for step in range(steps):
-        if minutes is not None and time.monotonic() - start > minutes * 60:
+    # Timed per step so that the evaluations of the curve do not count as training time.
+    while step < args.steps and not stop:
+        if args.minutes is not None and time.monotonic() - session_start > args.minutes * 60:
             break
+        t_wall, t_cpu = time.monotonic(), time.process_time()
+        lr = recipe.lr * min(1.0, (step + 1) / recipe.warmup)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        clean = sample_batch(images, rng, recipe.batch, recipe.crop, recipe.colour_share)
-        noisy = noisy_from(clean, gen, sigma)
+            group["lr"] = lr
+        clean = sample_batch(images, rng, recipe.batch, recipe.crop)
+        noisy = noisy_from(clean, gen)
         out = model(noisy)
         # MPRNet supervises all three stages (its paper's loss, without the edge term).
         outs = out if isinstance(out, (list, tuple)) else [out]
@@ -175,54 +278,85 @@ def train(arch: str, steps: int | None, minutes: float | None, seed: int, out_di
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        # Bias-corrected start: the average follows closely while it has little history.
+        update_average(average, model, min(recipe.ema, (1 + step) / (10 + step)))
         losses.append(loss.item())
-        done = step + 1
-        if done % 25 == 0 or done == 1:
-            with torch.no_grad():
-                first = outs[0].clamp(0, 1)
-                mse = float(((first - clean) ** 2).mean())
-            print(
-                f"step {done}/{steps} loss {np.mean(losses[-25:]):.4f} "
-                f"batch psnr {10 * math.log10(1 / mse):.2f} dB "
-                f"{time.monotonic() - start:.0f}s",
-                flush=True,
-            )
-    recalibrate_batch_norms(model, images, rng, gen, recipe, sigma)
-    elapsed = time.monotonic() - start
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{ref.name}.safetensors"
+        step += 1
+        wall += time.monotonic() - t_wall
+        cpu += time.process_time() - t_cpu
+        if step % args.eval_every == 0 or step == args.steps:
+            held = curve.psnr(average, ref)
+            row = {
+                "step": step,
+                "wall_s": round(wall),
+                "cpu_s": round(cpu),
+                "loss": round(float(np.mean(losses)), 5),
+                "heldout_psnr": "" if held is None else round(held, 3),
+            }
+            losses = []
+            curve_rows.append(row)
+            print(", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+        if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.monotonic()
+    checkpoint()
+
+    final = copy.deepcopy(average)
+    # Its own generators, so writing weights never changes the training state's random streams.
+    recalibrate_batch_norms(
+        final, images, np.random.default_rng(args.seed + 1), torch.Generator().manual_seed(args.seed + 1), recipe
+    )  # fmt: skip
+    final.eval()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    path = args.output_dir / f"{ref.name}.safetensors"
     record = {
         "model": ref.name,
         "config": json.dumps(dict(ref.variant.config)),
         "recipe": json.dumps(asdict(recipe)),
-        "steps": str(done),
-        "planned_steps": str(steps),
-        "seconds": f"{elapsed:.0f}",
+        "steps": str(step),
+        "seconds": f"{wall:.0f}",
+        "cpu_seconds": f"{cpu:.0f}",
         "threads": "1",
-        "seed": str(seed),
+        "seed": str(args.seed),
         "torch": torch.__version__,
-        "final_loss": f"{np.mean(losses[-25:]):.5f}",
-        "data": json.dumps(
-            {"colour": list(COLOUR_IMAGES), "gray": list(GRAY_IMAGES), "source": "skimage.data"}
-        ),
+        "final_loss": f"{curve_rows[-1]['loss'] if curve_rows else float('nan')}",
+        "data": json.dumps({"folder": args.data.name, **fingerprint}),
         "noise": "sigma 25/255 Gaussian, clipped to [0,1], rounded to 8 bits",
-    }
-    save_model(model, str(path), metadata=record)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) after {done} steps, {elapsed:.0f}s")
+        "curve": json.dumps(curve_rows),
+        "curve_set": "" if args.val is None else f"{args.val.name} ({args.val_count} centre crops {args.val_crop}x{args.val_crop})",
+    }  # fmt: skip
+    tmp = path.with_suffix(".tmp")
+    save_model(final, str(tmp), metadata=record)
+    os.replace(tmp, path)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) at step {step}, {wall:.0f}s")
     return path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("arch", choices=sorted(RECIPES))
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (recipe default)")
-    parser.add_argument("--minutes", type=float, default=None, help="wall-time cap")
+    parser.add_argument("--data", type=Path, required=True, help="folder of training images")
+    parser.add_argument("--val", type=Path, default=None, help="held-out folder for the curve")
+    parser.add_argument("--val-count", type=int, default=8)
+    parser.add_argument("--val-crop", type=int, default=128)
+    parser.add_argument("--eval-every", type=int, default=250, help="steps between curve points")
+    parser.add_argument("--steps", type=int, default=100_000, help="stop at this step")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-time cap of this run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from --ckpt-dir")
+    parser.add_argument("--ckpt-dir", type=Path, default=CKPT_DIR)
+    parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
     parser.add_argument("-o", "--output-dir", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    train(args.arch, args.steps, args.minutes, args.seed, args.output_dir)
+    # SIGTERM/SIGINT end the run after the current step: checkpoint, then weights, as --minutes.
+    stop: list[bool] = []
+    previous = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in STOP_SIGNALS}
+    try:
+        train(args, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

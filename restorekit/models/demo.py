@@ -1,11 +1,14 @@
 """The demo task of the bundled weights: Gaussian denoising at sigma 25 on 8-bit photos.
 
 Official checkpoints cannot be downloaded at run time, so each architecture has a small
-``<arch>.demo_dn_s25`` variant trained by ``tools/train_demo.py`` on photos shipped with
-scikit-image, and evaluated on the package's five sample photos, which are never trained on.
-This module holds what training, the held-out benchmark (``benchmarks/demo_heldout.py``), the
-tests and the README's demo share: the noise model, whole-image inference of a PyTorch model,
-and the noisy/restored image pair a person can look at.
+``<arch>.demo_dn_s25`` variant trained by ``tools/train_demo.py`` on public training images (the
+400 BSD training images for gray; Kodak24, McMaster and LIVE1 for colour) and evaluated against
+BM3D on standard test sets never trained on (BSD68 and Set12 gray, CBSD68 colour) and on the
+package's five sample photos (``benchmarks/demo_heldout.py``). This module holds what training,
+the held-out benchmark, the tests and the README's demo share: reading an image folder, the noise
+model, tiled inference of a PyTorch model, and the noisy/restored image pair a person can look at.
+The scikit-image photos listed here are no longer training data: they are the noisy calibration
+photos of the INT8 benchmarks (:func:`write_noisy_photos`), kept apart from the sample photos.
 
 The noise model is that of a saved noisy photo: ``clean + N(0, (25/255)^2)``, clipped to [0, 1]
 and rounded to 8 bits, from a seeded generator.
@@ -30,7 +33,8 @@ from restorekit.runtime.tiling import plan_tiles, run_tiled, tile_batches
 SIGMA = 25.0 / 255.0
 # Held out: the package's sample photos come from these scikit-image images (never train on them).
 HELD_OUT_SOURCES = ("astronaut", "camera", "chelsea", "cat", "coffee", "rocket")
-# Natural photos and textures in the scikit-image wheel (no download), RGB then gray.
+# Natural photos and textures in the scikit-image wheel (no download), RGB then gray: the INT8
+# calibration photos of the demo variants (see write_noisy_photos).
 COLOUR_IMAGES = (
     "motorcycle_left.png",
     "motorcycle_right.png",
@@ -51,7 +55,7 @@ GRAY_IMAGES = (
 
 
 def training_images(channels: int) -> list[np.ndarray]:
-    """The training photos as float32 arrays in [0, 1], HWC with ``channels`` channels."""
+    """The scikit-image calibration photos as float32 arrays in [0, 1], HWC, ``channels`` channels."""
     import skimage
     import skimage.io  # a dev dependency: training and benchmarks only
 
@@ -71,6 +75,46 @@ def training_images(channels: int) -> list[np.ndarray]:
     return images
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_folder(folder: Path, channels: int) -> list[tuple[Path, np.ndarray]]:
+    """Every image file below ``folder`` (sorted by path) as float32 HWC in [0, 1].
+
+    Colour images become BT.601 luma for a gray model; gray ones are repeated to three channels
+    for a colour model. This is how training (``tools/train_demo.py --data``) and the held-out
+    benchmark read the public image sets.
+
+    Raises:
+        InputError: ``folder`` is not a directory, or a file cannot be decoded.
+    """
+    from restorekit.runtime.imageio import read_image
+
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder} is not a folder of images")
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    out = []
+    for path in paths:
+        raw = read_image(path)
+        peak = 65535.0 if raw.dtype == np.uint16 else 255.0
+        img = raw.astype(np.float32) / np.float32(peak)
+        img = img[..., None] if img.ndim == 2 else img[..., :3]
+        if channels == 1 and img.shape[2] == 3:
+            img = gray_from_rgb(img)[..., None]
+        elif channels == 3 and img.shape[2] == 1:
+            img = np.repeat(img, 3, axis=2)
+        out.append((path, np.ascontiguousarray(img)))
+    return out
+
+
+def centre_crop(image: np.ndarray, size: int | None) -> np.ndarray:
+    """The centre ``size`` x ``size`` of an HW(C) image (the whole side where it is smaller)."""
+    if size is None:
+        return image
+    top, left = max(0, (image.shape[0] - size) // 2), max(0, (image.shape[1] - size) // 2)
+    return image[top : top + size, left : left + size]
+
+
 def add_noise(clean: np.ndarray, seed: int, sigma: float = SIGMA) -> np.ndarray:
     """``clean`` (float in [0, 1]) plus seeded Gaussian noise, clipped and rounded to 8 bits."""
     rng = np.random.default_rng(seed)
@@ -79,7 +123,7 @@ def add_noise(clean: np.ndarray, seed: int, sigma: float = SIGMA) -> np.ndarray:
 
 
 def write_noisy_photos(folder: Path, channels: int, seed: int = 0) -> list[Path]:
-    """The training photos with the demo noise, saved as 8-bit PNGs in ``folder`` (created).
+    """The calibration photos with the demo noise, saved as 8-bit PNGs in ``folder`` (created).
 
     What a deployed demo denoiser is fed, so the INT8 calibration set of a demo variant: never
     the held-out sample photos. Photo ``i`` uses noise seed ``seed + i``.

@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ def test_every_architecture_default_is_a_demo_variant_with_weights():
         assert ref.variant.bundled_weights == f"{ref.name}.safetensors"
         card = WEIGHTS_DIR / f"{ref.name}.md"
         text = card.read_text()
-        assert "Held-out" in text and "average" in text and "Steps" in text, card
+        assert "Held-out" in text and "BM3D" in text and "Steps" in text, card
     # The bare architecture names (grl is an alias: grl-t itself keeps the real GRL-T default).
     for name in ("mprnet", "nlrn", "panet", "grl"):
         assert resolve(name).variant.bundled_weights, name
@@ -125,3 +127,97 @@ def test_restore_demo_command_prints_both_psnrs(tmp_path, capsys):
     noisy_db, restored_db = (float(line.split("PSNR ")[1].split()[0]) for line in lines)
     assert restored_db > noisy_db + 3.0
     assert demo.main(["nosuchnet", "-o", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("ref", DEMOS, ids=lambda r: r.name)
+def test_card_describes_the_shipped_weights(ref):
+    """The card was written for these weights: same step count and data fingerprint, and the
+    evaluation sets it reports are the standard ones, which the training data excludes."""
+    from safetensors import safe_open
+
+    path = bundled_weights_path(ref.variant.bundled_weights)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    text = path.with_suffix(".md").read_text()
+    assert f"Steps: {meta['steps']};" in text
+    data = json.loads(meta["data"])
+    assert data["sha256"][:16] in text
+    expected_count = 400 if ref.variant.in_channels == 1 else 71  # Train400; Kodak24+McMaster+LIVE1
+    assert data["count"] == expected_count
+    held_out = ("BSD68", "Set12") if ref.variant.in_channels == 1 else ("CBSD68",)
+    for name in held_out:
+        assert f"| {name} |" in text
+        assert not any(name in folder for folder in data["folders"])
+
+
+def test_read_folder_sorts_recurses_and_converts_channels(tmp_path):
+    from restorekit.models.demo import read_folder
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+    (tmp_path / "b").mkdir()
+    write_image(tmp_path / "b" / "colour.png", colour)
+    write_image(tmp_path / "a.png", gray)
+    (tmp_path / "notes.txt").write_text("not an image")
+
+    as_rgb = read_folder(tmp_path, 3)
+    assert [p.name for p, _ in as_rgb] == ["a.png", "colour.png"]
+    assert as_rgb[0][1].shape == (10, 12, 3) and as_rgb[1][1].shape == (20, 30, 3)
+    np.testing.assert_allclose(as_rgb[0][1][..., 1], gray / 255.0, atol=1e-7)
+    np.testing.assert_allclose(as_rgb[1][1], colour / 255.0, atol=1e-7)
+
+    as_gray = read_folder(tmp_path, 1)
+    luma = (0.299 * colour[..., 0] + 0.587 * colour[..., 1] + 0.114 * colour[..., 2]) / 255.0
+    np.testing.assert_allclose(as_gray[1][1][..., 0], luma, atol=1e-6)
+
+
+def test_read_folder_refuses_a_missing_folder(tmp_path):
+    from restorekit.errors import InputError
+    from restorekit.models.demo import read_folder
+
+    with pytest.raises(InputError, match="not a folder"):
+        read_folder(tmp_path / "missing", 3)
+
+
+def _train_demo():
+    spec = importlib.util.spec_from_file_location(
+        "train_demo", Path(__file__).resolve().parents[2] / "tools" / "train_demo.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_training_resumed_from_a_checkpoint_writes_the_same_weights(tmp_path):
+    """Two steps, stop, resume to four == four steps in one run, bit for bit (one thread)."""
+    from safetensors.torch import load_file
+
+    train_demo = _train_demo()
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        write_image(data / f"{i}.png", rng.integers(0, 256, (72, 80, 3), dtype=np.uint8))
+
+    def run(steps: int, ckpt: str, resume: bool) -> Path:
+        argv = ["grl", "--data", str(data), "--steps", str(steps), "--eval-every", "2",
+                "--ckpt-dir", str(tmp_path / ckpt), "-o", str(tmp_path / ckpt / "w")]  # fmt: skip
+        old_threads = torch.get_num_threads()
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr("sys.argv", ["train_demo.py", *argv, *(["--resume"] if resume else [])])
+                train_demo.main()
+        finally:
+            torch.set_num_threads(old_threads)
+        return tmp_path / ckpt / "w" / "grl-t.demo_dn_s25.safetensors"
+
+    straight = load_file(run(4, "a", resume=False))
+    run(2, "b", resume=False)
+    resumed = load_file(run(4, "b", resume=True))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    curve = (tmp_path / "b" / "grl-t.demo_dn_s25.curve.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in curve] == ["step", "2", "4"]
