@@ -111,6 +111,10 @@ def export_summary(result: ExportResult) -> list[str]:
     if result.lowered:
         lines.append(result.lowered.report.table())
     lines.append(f"nodes: {result.nodes_before} traced -> {result.fp32.nodes} after simplification")
+    if result.stage_seconds:
+        from restorekit.export.stage_times import stage_line
+
+        lines.append(stage_line(result.stage_seconds))
     lines.append("")
     artifacts = [a for a in (result.fp32, result.lowered) if a is not None]
     trt = f"TRT {result.tensorrt_version}"

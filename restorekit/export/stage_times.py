@@ -8,7 +8,7 @@ front of it, so the times are taken where the stages are announced and nowhere e
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 class StageTimer:
@@ -45,15 +45,20 @@ class StageTimer:
         now = self._clock()
         out: dict[str, float] = {}
         ends = [t for _, t in self._marks[1:]] + [now]
-        for (name, begin), end in zip(self._marks, ends, strict=True):
+        for (name, begin), end in zip(self._marks, ends[: len(self._marks)], strict=True):
             out[name] = out.get(name, 0.0) + end - begin
         out = {k: round(v, 1) for k, v in out.items()}
         out["total"] = round(now - self._start, 1)
         return out
 
     def line(self) -> str:
-        """One line for the terminal: ``time: build 0.1 s, trace 151.2 s, ..., total 290.0 s``."""
-        return "time: " + ", ".join(f"{k} {_fmt(v)}" for k, v in self.seconds().items())
+        """:func:`stage_line` of the times so far."""
+        return stage_line(self.seconds())
+
+
+def stage_line(seconds: Mapping[str, float]) -> str:
+    """One line for the terminal: ``time: build 0.1 s, trace 151.2 s, ..., total 4.8 min``."""
+    return "time: " + ", ".join(f"{k} {_fmt(v)}" for k, v in seconds.items())
 
 
 def _fmt(seconds: float) -> str:
