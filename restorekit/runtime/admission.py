@@ -208,9 +208,11 @@ def refusal(artifact: Path, manifest: Manifest, what: str, verdict: dict[str, An
     known = ""
     if manifest.arch.startswith("grl") and verdict["nonfinite"]:
         known = (
-            " This is the known OpenVINO NaN on restorekit's GRL graphs, which ONNX Runtime "
-            "computes correctly (docs/runtime.md, 'OpenVINO and GRL'); a re-exported graph "
-            "that verifies is admitted automatically."
+            " This is the known OpenVINO NaN on GRL graphs exported before the fix: OpenVINO "
+            "2026.4 computes Abs of a value cast from integers as the identity, and those graphs "
+            "take log2(|t| + 1) of negative relative coordinates (docs/runtime.md, 'OpenVINO and "
+            "GRL'). Re-export the model with this restorekit; the new graph is checked again and "
+            "admitted when it verifies."
         )
     return (
         f"{what} is refused for {artifact.name}: on real tiles its output differs from ONNX "
