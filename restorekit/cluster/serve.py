@@ -14,7 +14,8 @@ choose_artifact`: an engine that fits the node's GPU and TensorRT, else the ONNX
 A request's image is restored by the runtime's own :class:`~restorekit.runtime.restore.Restorer`
 (tile plan, pixel conventions, blending, FP32 fallback) in a worker thread, over a backend that
 hands each tile to a ``@serve.batch`` method: the tiles of every request in flight on the replica
-queue there and go to the engine together, up to its batch size. A tile's output does not depend
+queue there and go to the engine together, up to its batch size (:class:`TileCombiner` joins the
+batches that gather while the engine is busy). A tile's output does not depend
 on the batch it rode in (each tile is computed by the same per-sample kernels; the tests compare
 responses with ``restorekit.open(...).restore`` byte for byte), so batching changes throughput,
 never pixels.
@@ -31,6 +32,7 @@ import contextlib
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +169,63 @@ class TileQueue(Backend):
             pending = sent
         if pending is not None:
             yield self._collect(pending)
+
+
+class TileCombiner:
+    """Runs queued tiles through the engine in calls of up to ``batch``, whenever it is free.
+
+    ``@serve.batch`` forms a batch from the tiles that arrive within its wait window and only then
+    waits for the engine to finish the batch before it, so under load the engine would run a queue
+    of small batches formed while it was busy (measured: 1.04 tiles per call with four clients of
+    one-tile requests). Every batch Ray forms is therefore handed to :meth:`compute`, which puts
+    its tiles in one queue; whichever call holds the engine runs the queue's first ``batch`` tiles,
+    FIFO, until its own are done: the tiles that gathered while the engine was busy go together.
+
+    Args:
+        run_batch: computes a list of tiles in one engine call (:meth:`ReplicaCore.run_batch`).
+        batch: tiles per engine call.
+        executor: where ``run_batch`` runs (one thread: the event loop stays free meanwhile).
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[np.ndarray]], list[np.ndarray]],
+        batch: int,
+        executor: concurrent.futures.Executor,
+    ) -> None:
+        self._run_batch = run_batch
+        self.batch = batch
+        self._executor = executor
+        self._queue: deque[tuple[np.ndarray, asyncio.Future]] = deque()
+        self._engine = asyncio.Lock()
+
+    async def compute(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
+        """The outputs of ``tiles``, in order (computed with whatever else is queued).
+
+        Raises:
+            Exception: what the engine raised for the call that held one of these tiles.
+        """
+        loop = asyncio.get_running_loop()
+        mine = [loop.create_future() for _ in tiles]
+        self._queue.extend(zip(tiles, mine, strict=True))
+        async with self._engine:
+            while not all(f.done() for f in mine):
+                take = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+                try:
+                    outs = await loop.run_in_executor(
+                        self._executor, self._run_batch, [tile for tile, _ in take]
+                    )
+                except Exception as exc:  # every tile of the call fails, its request answers 500
+                    for _, future in take:
+                        future.set_exception(exc)
+                    continue
+                for (_, future), out in zip(take, outs, strict=True):
+                    future.set_result(out)
+        failed = [f.exception() for f in mine]  # retrieves every one (asyncio logs the others)
+        for exc in failed:
+            if exc is not None:
+                raise exc
+        return [f.result() for f in mine]
 
 
 @dataclass(frozen=True)
@@ -349,6 +408,7 @@ def deployment(artifact: str | Path, options: ServeOptions) -> Any:
                 MAX_ONGOING_REQUESTS, "restorekit-request"
             )
             self.core = ReplicaCore(artifact, options, self._submit)
+            self.combiner = TileCombiner(self.core.run_batch, self.core.batch, self._engine_thread)
             self.infer_tiles.set_max_batch_size(self.core.batch)
             try:
                 self._replica = serve.get_replica_context().replica_id.unique_id
@@ -359,10 +419,14 @@ def deployment(artifact: str | Path, options: ServeOptions) -> Any:
             assert self._loop is not None, "tiles are queued only while a request runs"
             return asyncio.run_coroutine_threadsafe(self.infer_tiles(tile), self._loop)
 
-        @serve.batch(max_batch_size=8, batch_wait_timeout_s=wait_s)
+        # Batches Ray forms while the engine is busy wait in the combiner, not in Ray's queue.
+        @serve.batch(
+            max_batch_size=8,
+            batch_wait_timeout_s=wait_s,
+            max_concurrent_batches=MAX_ONGOING_REQUESTS,
+        )
         async def infer_tiles(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._engine_thread, self.core.run_batch, tiles)
+            return await self.combiner.compute(tiles)
 
         async def __call__(self, request: Request) -> Response:
             self._loop = asyncio.get_running_loop()
@@ -470,9 +534,12 @@ def serve_artifact(
     check_options(artifact, options)
     artifact = Path(artifact).resolve()  # replicas may run in another working directory
     serve = require("ray.serve", "cluster", "restore-serve")
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = None
     try:
         with ray_connection(address) as ray:
+            # Set after Ray starts: its driver installs a native SIGTERM handler that ends the
+            # process at once, leaving Ray's agents behind; ours stops Serve and Ray first.
+            previous = signal.signal(signal.SIGTERM, _interrupt)
             try:
                 _check_cpus(ray, options)
                 serve.start(
@@ -493,7 +560,8 @@ def serve_artifact(
                 with contextlib.suppress(Exception):  # Serve never started: nothing to stop
                     serve.shutdown()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_cpus(ray: Any, options: ServeOptions) -> None:
@@ -515,6 +583,7 @@ __all__ = [
     "ReplicaCore",
     "Restoration",
     "ServeOptions",
+    "TileCombiner",
     "TileQueue",
     "check_options",
     "deployment",

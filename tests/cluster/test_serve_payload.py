@@ -199,3 +199,38 @@ def test_bytes_after_the_end_are_not_truncation():
         body = encode_image(RGB, suffix) + b"trailing vendor data"
         got = decode_request(body, None)
         assert got.image.shape == RGB.shape
+
+
+def test_tiles_gathered_while_the_engine_is_busy_go_together():
+    """What Ray's @serve.batch hands over in small batches while the engine is busy is computed
+    in full engine batches, in arrival order, each output for its own tile."""
+    import asyncio
+    import time
+
+    from restorekit.cluster.serve import TileCombiner
+
+    calls: list[list[float]] = []
+
+    def engine(tiles):
+        calls.append([float(t[0]) for t in tiles])
+        time.sleep(0.2)
+        if any(t[0] < 0 for t in tiles):
+            raise RuntimeError("engine failed")
+        return [t * 2 for t in tiles]
+
+    async def scenario():
+        combiner = TileCombiner(engine, 4, concurrent.futures.ThreadPoolExecutor(1))
+        first = asyncio.create_task(combiner.compute([np.array([0.0])]))
+        await asyncio.sleep(0.05)  # the engine is busy with tile 0 now
+        rest = [asyncio.create_task(combiner.compute([np.array([float(k)])])) for k in range(1, 6)]
+        outs = await asyncio.gather(first, *rest)
+        failing = asyncio.create_task(combiner.compute([np.array([-1.0]), np.array([7.0])]))
+        with pytest.raises(RuntimeError, match="engine failed"):
+            await failing
+        after = await combiner.compute([np.array([8.0])])  # the combiner goes on
+        return outs, after
+
+    outs, after = asyncio.run(scenario())
+    assert [float(o[0][0]) for o in outs] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert calls[:3] == [[0.0], [1.0, 2.0, 3.0, 4.0], [5.0]]
+    assert float(after[0][0]) == 16.0
