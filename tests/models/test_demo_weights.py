@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,7 @@ def _train_demo():
         "train_demo", Path(__file__).resolve().parents[2] / "tools" / "train_demo.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules["train_demo"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
