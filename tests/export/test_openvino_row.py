@@ -26,3 +26,17 @@ def test_export_report_has_an_openvino_row(tmp_path):
     assert row["passed"] and row["worst"]["max_abs"] <= 1e-4 and row["worst"]["nonfinite"] == 0
     lines = export_summary(result)
     assert any(line.strip().startswith("in OpenVINO FP32, this CPU") for line in lines)
+
+
+@pytest.mark.slow
+def test_grl_export_is_admitted_on_openvino(tmp_path):
+    """GRL's graphs once gave NaN in OpenVINO (Abs of integer-derived values); a fresh export
+    must match PyTorch in OpenVINO and be admitted by the runtime (the refusal lifted)."""
+    import restorekit
+
+    options = ExportOptions(model="grl-t.demo_dn_s25", tile=(32, 32), output_dir=tmp_path)
+    result = export_model(options)
+    row = json.loads(result.report_path.read_text())["fp32"]["openvino"]
+    assert row["passed"] and row["worst"]["nonfinite"] == 0, row["worst"]
+    with restorekit.open(result.onnx_path, backend="openvino") as model:
+        assert model.backend.name == "openvino fp32"
