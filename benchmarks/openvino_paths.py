@@ -195,6 +195,17 @@ def prepare(name: str, tile: int, work: Path, calib_count: int) -> dict[str, Pat
     return made
 
 
+def is_prepared(name: str, tile: int, work: Path) -> bool:
+    """Every graph :func:`prepare` makes is in ``work`` already (or NNCF's failure is noted)."""
+    from restorekit.runtime.openvino_backend import ov_int8_path
+
+    folder = work / name
+    fp32 = folder / onnx_name(name, "fp32", (tile, tile))
+    qdq = [folder / f"{fp32.stem}.qdq-{layout}.onnx" for layout in ("ort-cpu", "tensorrt")]
+    nncf = ov_int8_path(fp32).is_file() or (folder / "nncf.failed.txt").is_file()
+    return fp32.is_file() and all(q.is_file() for q in qdq) and nncf
+
+
 def measure(name: str, tile: int, made: dict, threads: int, runs: int, peak: float) -> dict:
     """Every path of one model timed in turns, scored against ONNX Runtime FP32."""
     import openvino as ov
@@ -293,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--calib-count", type=int, default=8)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--prepared-only", action="store_true",
+                   help="time only the models whose graphs are all made in --work (for the run "
+                   "with the machine otherwise quiet)")  # fmt: skip
     args = p.parse_args(argv)
     tiles = dict(DEFAULT_MODELS)
     models = [(m, args.tile or tiles.get(m, 256)) for m in (args.models or tiles)]
@@ -311,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name, tile in models:
         started = time.perf_counter()
+        if args.prepared_only and not is_prepared(name, tile, args.work):
+            print(f"\n{name} {tile}x{tile}: not prepared in {args.work}, skipped", flush=True)
+            continue
         made = prepare(name, tile, args.work, args.calib_count)
         result = measure(name, tile, made, args.threads, args.runs, peak)
         result["seconds"] = time.perf_counter() - started
