@@ -259,9 +259,9 @@ official weights of another variant (`restore-export --list`).
 - Steps: {steps}; {float(meta.get("cpu_seconds", "nan")) / 60:.0f} CPU minutes
   ({float(meta.get("seconds", "nan")) / 60:.0f} wall minutes) on {meta.get("threads", "?")} thread of a
   2-core AMD EPYC (Zen 3) shared with other jobs; seed {meta.get("seed", "?")}; torch {meta.get("torch", "?")}.
-- Reproduce (the same data under `{data_dir}`; a run stopped at step N and `--steps N` write
-  the same weights):
-  `PYTHONPATH=$PWD python tools/train_demo.py {arch} --data {data_dir} --val {val} --steps {steps}`
+- Reproduce (`tools/demo_data.py --dncnn DnCNN --ffdnet FFDNet` assembles `.train/data` from
+  clones of the two repositories; a run stopped at step N and `--steps N` write the same
+  weights): `PYTHONPATH=$PWD python tools/train_demo.py {arch} --data {data_dir} --val {val} --steps {steps}`
 
 Training curve (held-out PSNR of the averaged weights on {meta.get("curve_set") or "-"}, logged
 only, never used to choose weights):

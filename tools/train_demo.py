@@ -9,7 +9,8 @@ image file below it is used, sorted by path. The cards name the public sets used
 - colour (MPRNet, GRL, PANet): Kodak24, McMaster (cszn/FFDNet ``testsets/``) and LIVE1
   (cszn/DnCNN ``testsets/LIVE1``).
 
-BSD68, CBSD68 and Set12 are the evaluation sets (``benchmarks/demo_heldout.py``): never put them
+``tools/demo_data.py`` copies exactly these folders (and the test sets) from clones of the two
+repositories into ``.train/data``. BSD68, CBSD68 and Set12 are the evaluation sets (``benchmarks/demo_heldout.py``): never put them
 under ``--data``. ``--val`` names one of them for the training curve only (a few centre crops,
 logged, never used to pick weights: the weights written are those of the last step).
 
