@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -44,7 +45,46 @@ def simplify_graph(model: onnx.ModelProto) -> SimplifyResult:
         return SimplifyResult(model, before, before, error=f"{type(exc).__name__}: {exc}"[:300])
     if not ok:
         return SimplifyResult(model, before, before, error="onnxsim's own output check failed")
+    fold_load_time_zeros(simplified)
     return SimplifyResult(simplified, before, len(simplified.graph.node))
+
+
+# Scope of the modules whose output is a zero that must survive simplification as computation
+# and become a constant afterwards (restorekit.models.grl.positions.LoadTimeZero).
+LOAD_TIME_ZERO_SCOPE = "load_time_zero"
+
+
+def fold_load_time_zeros(model: onnx.ModelProto) -> int:
+    """Replace the output of each ``load_time_zero`` module by a constant zero, in place.
+
+    Such a zero is computed from the batch size while onnxsim runs, so that onnxsim keeps the
+    small subgraph built from it (GRL's position indices and bias tables) instead of folding it
+    into constants that would be hundreds of MB in the file. Once it is a constant, that subgraph
+    depends on initializers only: ONNX Runtime folds it when a session is created and TensorRT
+    when it builds the engine, so it costs nothing per run. Returns the number of zeros replaced.
+    """
+    scope = re.compile(rf"(^|/){LOAD_TIME_ZERO_SCOPE}(/|$)")
+    inside = [n for n in model.graph.node if scope.search(n.name)]
+    if not inside:
+        return 0
+    produced_inside = {o for n in inside for o in n.output}
+    used_outside = {i for n in model.graph.node if not scope.search(n.name) for i in n.input}
+    used_outside |= {o.name for o in model.graph.output}
+    # The zero is integer shape arithmetic (Sub of two sizes): int64, as ONNX's Shape gives.
+    zeros = sorted(produced_inside & used_outside)
+    inits = {i.name for i in model.graph.initializer}
+    for name in zeros:
+        const = f"{name}_load_time_zero"
+        if const not in inits:
+            model.graph.initializer.append(
+                onnx.helper.make_tensor(const, onnx.TensorProto.INT64, [], [0])
+            )
+        for node in model.graph.node:
+            for k, i in enumerate(node.input):
+                if i == name:
+                    node.input[k] = const
+    prune(model)
+    return len(zeros)
 
 
 def scalar_prelu_as_leaky_relu(model: onnx.ModelProto) -> int:

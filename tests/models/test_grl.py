@@ -251,7 +251,7 @@ def test_attention_equals_literal_formulation(size, block_index) -> None:
     model = _tiny_model()
     block = model.layers[0].blocks[block_index]
     h, w = size
-    positions = model.positions(size, 0)
+    positions = model.positions(size, 0, 0)
     kind = "sv" if block.stripe_type == "W" else "sh"
     tag = "shifted" if block.stripe_shift else "plain"
     torch.manual_seed(block_index)

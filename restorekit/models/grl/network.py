@@ -14,9 +14,10 @@ Export-ready differences from the official ``forward`` (same results for the sam
   window/stripe size); :func:`restore_any_size` pads (reflect, as the official
   ``check_image_size``) and crops outside the graph. An exported graph is valid for its one tile
   shape; the batch dimension stays free.
-* Position tables, indices and shift masks are computed compactly per forward
+* Position tables, indices and shift masks are computed compactly in the graph
   (``positions.py``) instead of buffers rebuilt in Python for each new size, so the ONNX holds
-  essentially only the weights.
+  essentially only the weights; the position bias depends on weights only once exported, so
+  runtimes fold it at load, and the shift masks are built once per forward pass.
 * ``mean`` is a non-persistent buffer instead of an attribute reassigned inside ``forward``.
 """
 
@@ -33,6 +34,7 @@ from restorekit.errors import TileSizeError
 from restorekit.models.grl.attention import MixedAttention, Positions
 from restorekit.models.grl.keys import describe_state_dict
 from restorekit.models.grl.positions import (
+    LoadTimeZero,
     coords_table,
     position_index,
     shape_anchor,
@@ -290,6 +292,8 @@ class GRL(nn.Module):
         self.anchor_window_down_factor = anchor_window_down_factor
         self.pad_size = max(window_size, *stripe_size)
         self._check_sizes()
+        # The zero that position tables and indices start from (positions.py); no parameters.
+        self.load_time_zero = LoadTimeZero()
         mean = _RGB_MEAN if in_channels == 3 else (0.0,)
         self.register_buffer("mean", torch.tensor(mean).reshape(1, -1, 1, 1), persistent=False)
 
@@ -377,13 +381,17 @@ class GRL(nn.Module):
         return f"the file holds a {found} model, but this one is a {ours} model"
 
     def positions(
-        self, x_size: tuple[int, int], anchor: int | torch.Tensor
+        self,
+        x_size: tuple[int, int],
+        anchor: int | torch.Tensor,
+        mask_anchor: int | torch.Tensor,
     ) -> dict[str, Positions]:
         """Tables, indices and masks of every attention type at feature size ``x_size``.
 
         Keys: ``w_{plain,shifted}`` (window), ``{sh,sv}_{a2w,w2a}_{plain,shifted}`` (horizontal and
         vertical stripes, anchor->window and window->anchor), shared by all blocks as in the
-        official code.
+        official code. Tables and indices start from ``anchor`` (the load-time zero), masks from
+        ``mask_anchor`` (the run-time zero); see ``positions.py``.
         """
         df = self.anchor_window_down_factor
         ws = self.window_size
@@ -394,7 +402,7 @@ class GRL(nn.Module):
         out = {
             "w_plain": Positions(table_w, index_w, None, n_w, n_w),
             "w_shifted": Positions(
-                table_w, index_w, shift_mask(x_size, ws, half).additive(anchor), n_w, n_w
+                table_w, index_w, shift_mask(x_size, ws, half).additive(mask_anchor), n_w, n_w
             ),
         }
         for kind, stripe in (("sh", self.stripe_size), ("sv", self.stripe_size[::-1])):
@@ -404,16 +412,16 @@ class GRL(nn.Module):
             n_anchor = (stripe[0] // df) * (stripe[1] // df)
             for name, w2a in (("a2w", False), ("w2a", True)):
                 index = position_index(stripe, df, w2a, anchor)
-                mask = shift_mask(x_size, stripe, shift, df, w2a).additive(anchor)
+                mask = shift_mask(x_size, stripe, shift, df, w2a).additive(mask_anchor)
                 n = (n_stripe, n_anchor) if w2a else (n_anchor, n_stripe)
                 out[f"{kind}_{name}_plain"] = Positions(table, index, None, *n)
                 out[f"{kind}_{name}_shifted"] = Positions(table, index, mask, *n)
         return out
 
     def forward_features(
-        self, x: torch.Tensor, x_size: tuple[int, int], anchor: int | torch.Tensor
+        self, x: torch.Tensor, x_size: tuple[int, int], batch: int | torch.Tensor
     ) -> torch.Tensor:
-        positions = self.positions(x_size, anchor)
+        positions = self.positions(x_size, self.load_time_zero(batch), shape_anchor(batch))
         x = self.norm_start(bchw_to_blc(x, x_size, self.embed_dim))
         for layer in self.layers:
             x = layer(x, x_size, positions)
@@ -427,17 +435,16 @@ class GRL(nn.Module):
                 :func:`restore_any_size`).
         """
         # Height and width are fixed per graph (one export per tile shape), so they are taken as
-        # Python ints; the batch dimension stays symbolic through ``shape_anchor``.
+        # Python ints; the batch dimension stays symbolic (the zeros of positions.py come from it).
         h, w = int(x.shape[-2]), int(x.shape[-1])
         if h % self.pad_size or w % self.pad_size:
             raise TileSizeError(
                 f"GRL input {h}x{w} is not a multiple of pad_size {self.pad_size}; pad it "
                 "outside the model (restorekit.models.grl.restore_any_size) and crop the result"
             )
-        anchor = shape_anchor(x.shape[0])
         x = (x - self.mean) * self.img_range
         x_first = self.conv_first(x)
-        res = self.conv_after_body(self.forward_features(x_first, (h, w), anchor)) + x_first
+        res = self.conv_after_body(self.forward_features(x_first, (h, w), x.shape[0])) + x_first
         if self.upsampler == "pixelshuffle":
             x = self.conv_last(self.upsample(self.conv_before_upsample(res)))
         elif self.upsampler == "pixelshuffledirect":

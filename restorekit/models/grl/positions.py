@@ -12,10 +12,22 @@ of the 291 MB GRL-T graph at 128x128. Here the same quantities come from a few s
   (:class:`SeparableMask`), each ``windows x n_rows x n_rows`` booleans. The graph expands them
   to the additive ``windows x N1 x N2`` mask once per forward pass, shared by all blocks.
 
-The aranges start from :func:`shape_anchor`, an integer zero taken from the runtime batch size.
-Without it, exporters and graph simplifiers (onnxsim constant-folds everything whose inputs are
-constants) fold the index into a constant of ``N1 x N2`` entries again; with it the ONNX holds the
-handful of ops that compute it. In eager PyTorch the anchor is the Python int 0.
+Two integer zeros keep these small computations from being folded into large constants at the
+wrong moment (onnxsim constant-folds everything whose inputs are constants):
+
+* **Position tables and indices** start from :class:`LoadTimeZero`. Traced, it is taken from the
+  batch size, so onnxsim leaves the handful of ops that compute the index instead of an
+  ``N1 x N2`` constant; after simplification the export replaces it by a constant zero
+  (``restorekit.export.simplify.fold_load_time_zeros``). From there the whole relative-position
+  bias (coordinate table -> ``CPB_MLP`` -> ``16 * sigmoid`` -> index lookup) depends on
+  initializers only: ONNX Runtime folds it when the session is created and TensorRT when the
+  engine is built, so no Gather and no MLP run per forward pass, while the file stays compact.
+  (Taken from the batch size at run time instead, the lookup was 37% of GRL-T's ONNX Runtime time.)
+* **Shift masks** start from :func:`shape_anchor`, also taken from the batch size but left in the
+  graph: a mask grows with the tile (``windows x N1 x N2``), so it is built once per forward pass
+  and shared by all blocks instead of being held as a constant.
+
+In eager PyTorch both are the Python int 0.
 """
 
 from __future__ import annotations
@@ -25,10 +37,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 # The official table is scaled to [-8, 8] and log-compressed with log2(8) (Swin V2 style).
 _TABLE_SPAN = 8
 _LOG2_SPAN = math.log2(8)
+
+
+class LoadTimeZero(nn.Module):
+    """An integer zero taken from the batch size, which the export turns into a constant.
+
+    ``batch // (batch + 2)`` is 0 for any batch; traced, it depends on the symbolic batch
+    dimension, so graph simplifiers keep what is built from it as computation. (``batch - batch``
+    would not do: ONNX shape inference propagates it to a known 0 and onnxsim folds the indices.
+    It differs from :func:`shape_anchor`'s expression because the tracer merges identical
+    expressions, and the masks' zero must stay a run-time one.) Its nodes carry this module's scope
+    (``load_time_zero``), by which ``restorekit.export.simplify.fold_load_time_zeros`` finds it
+    after simplification and substitutes a constant zero: what depends on it then depends on
+    initializers only, and runtimes fold it once at load (module docstring).
+    """
+
+    def forward(self, batch: int | torch.Tensor) -> int | torch.Tensor:
+        return batch // (batch + 2)
 
 
 def shape_anchor(batch: int | torch.Tensor) -> int | torch.Tensor:
@@ -47,9 +77,14 @@ def _arange(start: int, end: int, anchor: int | torch.Tensor, dtype: torch.dtype
 def _log_spaced(coords: torch.Tensor, positive_extent: int) -> torch.Tensor:
     # Same element-wise operations, in the same order, as the official table construction, so the
     # values are bit-identical: divide by the extent, scale to [-8, 8], sign * log2(|t| + 1) / 3.
+    # |t| is written sign(t) * t (exact: a product with -1, 0 or 1): OpenVINO (2026.4) drops an
+    # Abs whose input was cast from an integer, as these coordinates are (they start from an
+    # integer zero), which made log2 of negative numbers and an all-NaN GRL output there
+    # (tests/models/test_grl_graph.py has the few-node reproducer).
     t = coords / positive_extent
     t = t * _TABLE_SPAN
-    return torch.sign(t) * torch.log2(torch.abs(t) + 1.0) / _LOG2_SPAN
+    sign = torch.sign(t)
+    return sign * torch.log2(sign * t + 1.0) / _LOG2_SPAN
 
 
 def coords_table(
