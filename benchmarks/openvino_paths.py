@@ -59,7 +59,7 @@ DEFAULT_MODELS = (
     ("nlrn.demo_dn_s25", 32),
     ("panet.demo_dn_s25", 32),
     ("grl-t.demo_dn_s25", 256),
-    ("mprnet.deblur", 256),
+    ("mprnet.deblur", 128),
     ("grl-t.dn_c3s25", 128),
 )
 FMA_UNITS = 2  # per core: AMD Zen 2/3/4, Intel Haswell and later
@@ -150,10 +150,25 @@ def measured_matmul(threads: int, n: int = 2048) -> dict[str, float]:
     return {"onnxruntime": flops / ort_s / 1e9, "openvino": flops / ov_s / 1e9}
 
 
-def prepare(name: str, tile: int, work: Path, calib_count: int) -> dict[str, Path | str]:
-    """The FP32 ONNX (exported once), its Q/DQ graphs and NNCF INT8 model (made once)."""
+def prepare(
+    name: str, tile: int, work: Path, calib_count: int, make: bool = True
+) -> dict[str, Path | str]:
+    """The FP32 ONNX (exported once), its Q/DQ graphs and NNCF INT8 model (made once); with
+    ``make`` False only what is already in ``work`` (missing graphs are noted, not made)."""
     folder = work / name
     fp32 = folder / onnx_name(name, "fp32", (tile, tile))
+    if not make:
+        from restorekit.runtime.openvino_backend import ov_int8_path
+
+        made: dict[str, Path | str] = {"fp32": fp32}
+        for layout in ("ort-cpu", "tensorrt"):
+            path = folder / f"{fp32.stem}.qdq-{layout}.onnx"
+            made[f"qdq-{layout}"] = path if path.is_file() else "not made in time for this run"
+        failed = folder / "nncf.failed.txt"
+        nncf = ov_int8_path(fp32)
+        made["nncf"] = (nncf if nncf.is_file() else failed.read_text().strip()
+                        if failed.is_file() else "not made in time for this run")  # fmt: skip
+        return made
     if not fp32.is_file():
         from restorekit.export.pipeline import ExportOptions, export_model
 
@@ -195,17 +210,6 @@ def prepare(name: str, tile: int, work: Path, calib_count: int) -> dict[str, Pat
     return made
 
 
-def is_prepared(name: str, tile: int, work: Path) -> bool:
-    """Every graph :func:`prepare` makes is in ``work`` already (or NNCF's failure is noted)."""
-    from restorekit.runtime.openvino_backend import ov_int8_path
-
-    folder = work / name
-    fp32 = folder / onnx_name(name, "fp32", (tile, tile))
-    qdq = [folder / f"{fp32.stem}.qdq-{layout}.onnx" for layout in ("ort-cpu", "tensorrt")]
-    nncf = ov_int8_path(fp32).is_file() or (folder / "nncf.failed.txt").is_file()
-    return fp32.is_file() and all(q.is_file() for q in qdq) and nncf
-
-
 def measure(name: str, tile: int, made: dict, threads: int, runs: int, peak: float) -> dict:
     """Every path of one model timed in turns, scored against ONNX Runtime FP32."""
     import openvino as ov
@@ -245,11 +249,16 @@ def measure(name: str, tile: int, made: dict, threads: int, runs: int, peak: flo
         # The evidence for refusing: with the hint, OpenVINO here computes FP32 at FP32's speed.
         paths.append(Candidate("OpenVINO, bf16 hint (ignored: FP32)", ov_path(made["fp32"], "bf16"),
                                "fp32"))  # fmt: skip
-    paths += [Candidate("ONNX Runtime INT8 (ort-cpu Q/DQ)", ort_path(made["qdq-ort-cpu"]), "int8"),
-              Candidate("OpenVINO INT8 (ort-cpu Q/DQ, 7-bit w)", ov_path(made["qdq-ort-cpu"], "f32"),
-                    "int8"),
-              Candidate("OpenVINO INT8 (TensorRT Q/DQ, 8-bit w)", ov_path(made["qdq-tensorrt"], "f32"),
-                    "int8")]  # fmt: skip
+    qdq = [("ONNX Runtime INT8 (ort-cpu Q/DQ)", "qdq-ort-cpu", ort_path),
+           ("OpenVINO INT8 (ort-cpu Q/DQ, 7-bit w)", "qdq-ort-cpu", ov_path),
+           ("OpenVINO INT8 (TensorRT Q/DQ, 8-bit w)", "qdq-tensorrt", ov_path)]  # fmt: skip
+    for label, key, opener in qdq:
+        if not isinstance(made[key], Path):
+            skipped[label] = made[key]
+        elif opener is ort_path:
+            paths.append(Candidate(label, ort_path(made[key]), "int8"))
+        else:
+            paths.append(Candidate(label, ov_path(made[key], "f32"), "int8"))
     if isinstance(made["nncf"], Path):
         paths.append(Candidate("OpenVINO INT8 (NNCF)", ov_path(made["nncf"], "f32"), "int8"))
     else:
@@ -305,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-count", type=int, default=8)
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--prepared-only", action="store_true",
-                   help="time only the models whose graphs are all made in --work (for the run "
-                   "with the machine otherwise quiet)")  # fmt: skip
+                   help="make nothing: time what is already in --work (the run with the machine "
+                   "otherwise quiet)")  # fmt: skip
     args = p.parse_args(argv)
     tiles = dict(DEFAULT_MODELS)
     models = [(m, args.tile or tiles.get(m, 256)) for m in (args.models or tiles)]
@@ -325,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name, tile in models:
         started = time.perf_counter()
-        if args.prepared_only and not is_prepared(name, tile, args.work):
-            print(f"\n{name} {tile}x{tile}: not prepared in {args.work}, skipped", flush=True)
+        fp32 = args.work / name / onnx_name(name, "fp32", (tile, tile))
+        if args.prepared_only and not fp32.is_file():
+            print(f"\n{name} {tile}x{tile}: not exported in {args.work}, skipped", flush=True)
             continue
-        made = prepare(name, tile, args.work, args.calib_count)
+        made = prepare(name, tile, args.work, args.calib_count, make=not args.prepared_only)
         result = measure(name, tile, made, args.threads, args.runs, peak)
         result["seconds"] = time.perf_counter() - started
         results.append(result)
