@@ -187,3 +187,39 @@ def test_openvino_runs_the_grl_graph_like_onnx_runtime(exported) -> None:
     assert np.isfinite(got).all(), f"{np.isnan(got).sum()} NaN of {got.size}"
     err = np.abs(got - expected)
     assert err.max() <= 1e-4, f"max {err.max():.3g}, mean {err.mean():.3g}"
+
+
+@pytest.mark.parametrize(
+    ("name", "folded"),
+    [("grl-t.dn_c3s25", True), ("grl-s.dn_c3s25", True), ("grl-t.sr_x4", True),
+     ("grl-b.dn_c3s25", False), ("grl-b.sr_x4", False)],
+)  # fmt: skip
+def test_bias_is_folded_only_where_it_fits_the_budget(name, folded) -> None:
+    from restorekit.models.grl.network import FOLD_BIAS_BUDGET
+
+    with torch.device("meta"):
+        model = resolve(name).build()
+    assert model.fold_position_bias is folded
+    # Independent count for GRL-T denoising: 16 blocks x 2 heads x (256^2 + 2 x 8192 x 512) x 4 B.
+    if name == "grl-t.dn_c3s25":
+        c = resolve(name).variant.config
+        size = model.position_bias_bytes(c["depths"], c["num_heads_window"], c["num_heads_stripe"])
+        assert size == 16 * 2 * (256**2 + 2 * 8192 * 512) * 4 <= FOLD_BIAS_BUDGET
+
+
+@pytest.mark.slow
+def test_unfolded_bias_runs_per_input_and_matches_pytorch() -> None:
+    """Above the budget the bias stays per-run work (the pre-fold graph form), still exact."""
+    torch.manual_seed(3)
+    model = resolve("grl-t.dn_c3s25").build(**TINY).eval()
+    model.fold_position_bias = False
+    simp = simplify_graph(onnx_from_model(model, TILE, 3))
+    graph = simp.model
+    live = _input_dependent(graph)
+    gathers = [n for n in graph.graph.node if n.op_type == "Gather" and "attn_transform" in n.name]
+    assert gathers and all(n.output[0] in live for n in gathers)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, *TILE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(session.run(None, {INPUT_NAME: x.numpy()})[0] - expected).max() <= 1e-5

@@ -43,6 +43,12 @@ from restorekit.models.grl.positions import (
 
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
+# Largest position bias (all blocks, FP32) left for runtimes to fold at load. Folding holds it in
+# the session or engine: about 1.1 GB for GRL-T/S denoising, as a plain export of the official
+# code does; GRL-B's 64x128 stripes with anchor factor 2 would need about 15 GB, so configurations
+# above this keep the bias as per-run work (slower, but they run).
+FOLD_BIAS_BUDGET = 1_250_000_000
+
 
 def bchw_to_blc(x: torch.Tensor, x_size: tuple[int, int], channels: int) -> torch.Tensor:
     # Explicit sizes (not flatten) so the traced graph has no Shape arithmetic.
@@ -294,6 +300,9 @@ class GRL(nn.Module):
         self._check_sizes()
         # The zero that position tables and indices start from (positions.py); no parameters.
         self.load_time_zero = LoadTimeZero()
+        self.fold_position_bias = (
+            self.position_bias_bytes(depths, num_heads_window, num_heads_stripe) <= FOLD_BIAS_BUDGET
+        )
         mean = _RGB_MEAN if in_channels == 3 else (0.0,)
         self.register_buffer("mean", torch.tensor(mean).reshape(1, -1, 1, 1), persistent=False)
 
@@ -380,6 +389,21 @@ class GRL(nn.Module):
             return None
         return f"the file holds a {found} model, but this one is a {ours} model"
 
+    def position_bias_bytes(
+        self, depths: Sequence[int], heads_window: Sequence[int], heads_stripe: Sequence[int]
+    ) -> int:
+        """FP32 bytes of every block's relative-position bias (``heads x N1 x N2`` per transform:
+        one window transform and two stripe transforms per block), what folding at load holds."""
+        n_w = self.window_size[0] * self.window_size[1]
+        n_s = self.stripe_size[0] * self.stripe_size[1]
+        n_a = n_s // self.anchor_window_down_factor**2
+        per_head = [n_w * n_w, 2 * n_s * n_a]
+        total = sum(
+            d * (hw * per_head[0] + hs * per_head[1])
+            for d, hw, hs in zip(depths, heads_window, heads_stripe, strict=True)
+        )
+        return 4 * total
+
     def positions(
         self,
         x_size: tuple[int, int],
@@ -421,7 +445,8 @@ class GRL(nn.Module):
     def forward_features(
         self, x: torch.Tensor, x_size: tuple[int, int], batch: int | torch.Tensor
     ) -> torch.Tensor:
-        positions = self.positions(x_size, self.load_time_zero(batch), shape_anchor(batch))
+        zero = self.load_time_zero(batch) if self.fold_position_bias else shape_anchor(batch)
+        positions = self.positions(x_size, zero, shape_anchor(batch))
         x = self.norm_start(bchw_to_blc(x, x_size, self.embed_dim))
         for layer in self.layers:
             x = layer(x, x_size, positions)
