@@ -55,7 +55,8 @@ from restorekit.runtime.media import Source, expand_sources, output_path
 MAX_ITEMS_PER_TASK = 8
 TASKS_PER_WORKER = 4
 _RECORD_FIELDS = ("input", "output", "size", "sha256", "megapixels", "frames", "error",
-                  "warnings", "worker", "artifact", "seconds", "finished")  # fmt: skip
+                  "warnings", "worker", "artifact", "seconds", "finished", "cpu_seconds",
+                  "open_cpu_seconds")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class RestoreWorker:
         ).__enter__()  # fmt: skip
         self.worker = f"{choice.host or platform.node()}:{os.getpid()}"
         self.artifact = choice.describe()
+        # CPU this process spent to get here (Ray's worker start, imports, opening the model).
+        self.open_cpu_seconds = time.process_time()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         records: dict[str, list[Any]] = {k: [] for k in _RECORD_FIELDS}
@@ -98,7 +101,7 @@ class RestoreWorker:
     def _restore_one(self, location: str) -> dict[str, Any]:
         from restorekit.runtime.jobs import run_job
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         record: dict[str, Any] = {"input": location, "output": "", "size": -1, "sha256": "",
                                   "megapixels": 0.0, "frames": 0, "error": "", "warnings": "",
                                   "worker": self.worker, "artifact": self.artifact}  # fmt: skip
@@ -119,6 +122,8 @@ class RestoreWorker:
         except Exception as exc:  # a bug on one item must not end the job: report it with it
             record["error"] = f"internal error: {type(exc).__name__}: {exc}"
         record["seconds"] = time.perf_counter() - started
+        record["cpu_seconds"] = time.process_time() - cpu_started  # every thread of the worker
+        record["open_cpu_seconds"] = self.open_cpu_seconds
         record["finished"] = time.time()  # the driver sees results a task at a time
         return record
 
@@ -135,6 +140,8 @@ class WorkerUse:
     worker: str
     artifact: str
     items: int = 0
+    open_cpu_seconds: float = 0.0  # starting the worker process and opening the model
+    cpu_seconds: float = 0.0  # restoring its items
 
 
 @dataclass
@@ -426,8 +433,11 @@ def _collect(
     location = str(record["input"])
     item = by_input[location]
     worker = str(record["worker"])
-    use = summary.workers.setdefault(worker, WorkerUse(worker, str(record["artifact"])))
+    use = summary.workers.setdefault(
+        worker, WorkerUse(worker, str(record["artifact"]), 0, float(record["open_cpu_seconds"]))
+    )
     use.items += 1
+    use.cpu_seconds += float(record["cpu_seconds"])
     for warning in filter(None, str(record["warnings"]).split("\n")):
         summary.warnings.append((location, warning))
     if record["error"]:
