@@ -144,9 +144,13 @@ def cpu_runs(artifact: Path, photos: Path, tmp: Path, repeats: int) -> None:
             )  # fmt: skip
             at_end = live_cpu(procs)
         assert summary.images == items and not summary.failures
-        rows["ray"].append(sum(at_end[p] - at_start[p] for p in at_end if p in at_start))
+        # The pool's worker may have been one of Ray's idle workers when Ray started: it reports
+        # its own CPU (open, restore), so it is left out here.
+        pool = {int(w.worker.rpartition(":")[2]) for w in summary.workers.values()}
+        others = (at_end.keys() & at_start.keys()) - pool
+        rows["ray"].append(sum(at_end[p] - at_start[p] for p in others))
         by_name: dict[str, float] = {}
-        for pid in at_end.keys() & at_start.keys():
+        for pid in others:
             by_name[names[pid]] = by_name.get(names[pid], 0.0) + at_end[pid] - at_start[pid]
         rows["open"].append(sum(w.open_cpu_seconds for w in summary.workers.values()))
         rows["restore"].append(sum(w.cpu_seconds for w in summary.workers.values()))
