@@ -45,7 +45,7 @@ _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 # Largest position bias (all blocks, FP32) left for runtimes to fold at load. Folding holds it in
 # the session or engine: about 1.1 GB for GRL-T/S denoising, as a plain export of the official
-# code does; GRL-B's 64x128 stripes with anchor factor 2 would need about 15 GB, so configurations
+# code does; GRL-B's 64x128 stripes with anchor factor 2 would need about 17 GB, so configurations
 # above this keep the bias as per-run work (slower, but they run).
 FOLD_BIAS_BUDGET = 1_250_000_000
 
