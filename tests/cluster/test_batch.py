@@ -30,7 +30,7 @@ from restorekit.runtime.imageio import write_image
 from restorekit.runtime.opencv import cv2
 from tests.runtime import tinynet
 
-pytest.importorskip("ray")
+pytest.importorskip("ray.data", exc_type=ImportError)  # Ray Data needs pyarrow, which needs numpy 2
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
