@@ -464,6 +464,25 @@ def test_bicubic_matrices_resize_like_interpolate(size_in, size_out):
     assert torch.allclose(rows.sum(1), torch.ones(size_out[0]), atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", SCALES[1:])
+@pytest.mark.parametrize(("h", "w"), [(17, 17), (23, 45), (32, 32), (45, 23), (48, 48)])
+def test_pyramid_levels_resize_like_the_official_call(scale, h, w):
+    # The official pyramid calls F.interpolate(x, scale_factor=s, mode="bicubic") under PyTorch
+    # 1.1, which sampled by the floored output size; recompute_scale_factor=True is PyTorch's own
+    # kernel on that path. (The default since PyTorch 1.6 samples at 1/s instead: a different
+    # resize from the one the released models were trained with.)
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+    want = F.interpolate(
+        x, scale_factor=scale, mode="bicubic", align_corners=False, recompute_scale_factor=True
+    )
+    size = (level_size(h, scale), level_size(w, scale))
+    eager = resize_bicubic(x, size)
+    assert eager.shape == want.shape and torch.equal(eager, want)
+    rows, cols = bicubic_matrix(size[0], h), bicubic_matrix(size[1], w)
+    exported_form = rows @ x @ cols.T  # what resize_bicubic computes inside an ONNX export
+    assert (exported_form - want).abs().max() <= 1e-5  # float32 rounding (values in [0, 1])
+
+
 def test_exported_resize_is_traced_as_matrices_and_matches(tmp_path):
     ort = pytest.importorskip("onnxruntime")
 
