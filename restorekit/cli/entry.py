@@ -80,6 +80,17 @@ def tile_shape(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def tcp_port(text: str) -> int:
+    """argparse type for a TCP port such as --port or --rtsp-serve."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts such as --batch."""
     try:

@@ -11,18 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from restorekit.cli.entry import positive_int, run, tile_shape
+from restorekit.cli.entry import positive_int, run, tcp_port, tile_shape
 from restorekit.cli.run_cluster import add_cluster_arguments, refuse_cluster_options, run_on_cluster
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {text!r}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -55,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also send streams to this GStreamer pipeline, starting with appsrc "
                    "(repeatable), e.g. 'appsrc ! videoconvert ! x264enc tune=zerolatency ! "
                    "rtph264pay ! udpsink host=127.0.0.1 port=5600'")  # fmt: skip
-    p.add_argument("--rtsp-serve", type=_port, metavar="PORT",
+    p.add_argument("--rtsp-serve", type=tcp_port, metavar="PORT",
                    help="serve streams over RTSP at rtsp://127.0.0.1:PORT/restored")  # fmt: skip
     p.add_argument("--rtsp-address", default="127.0.0.1", metavar="ADDR",
                    help="address the RTSP server listens on (default 127.0.0.1; 0.0.0.0 for "

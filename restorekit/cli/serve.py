@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from restorekit.cli.entry import positive_int, run
+from restorekit.cli.entry import positive_int, run, tcp_port
 
 
 def _megabytes(text: str) -> float:
@@ -17,16 +17,6 @@ def _megabytes(text: str) -> float:
         value = 0.0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a size in MiB > 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {text!r}")
     return value
 
 
@@ -43,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autoscale between --replicas and N replicas by load")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")  # fmt: skip
-    p.add_argument("--port", type=_port, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--port", type=tcp_port, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--max-request-mb", type=_megabytes, metavar="M",
                    help="largest request body in MiB (default 50); larger ones get 413")  # fmt: skip
     p.add_argument("--max-pixels", type=positive_int, metavar="N",
