@@ -557,8 +557,12 @@ def serve_artifact(
             except KeyboardInterrupt:
                 pass  # Ctrl-C or SIGTERM: the normal way to stop a server
             finally:
-                with contextlib.suppress(Exception):  # Serve never started: nothing to stop
-                    serve.shutdown()
+                # On a cluster joined by address, remove the application and Serve's actors;
+                # the embedded instance goes down whole with the connection (ray.shutdown),
+                # without Serve's graceful drain, which on a loaded machine took minutes.
+                if address is not None:
+                    with contextlib.suppress(Exception):  # Serve never started: nothing to stop
+                        serve.shutdown()
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
