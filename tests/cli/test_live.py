@@ -21,6 +21,7 @@ import restorekit
 from restorekit.cli.run import main
 from restorekit.runtime.gstreamer import has_gst_bindings, opencv_has_gstreamer
 from restorekit.runtime.opencv import cv2
+from tests.ctrl_c import popen_for_ctrl_c
 from tests.gst_receiver import Receiver, free_port, psnr
 from tests.runtime import tinynet
 from tests.video_frames import read_rgb_frames
@@ -119,7 +120,7 @@ def test_camera_faster_than_the_model_drops_frames_and_latency_stays_bounded(mod
 def test_ctrl_c_ends_a_live_run_with_outputs_finalised(model, tmp_path):
     out = tmp_path / "live.avi"
     stats_path = tmp_path / "stats.json"
-    proc = subprocess.Popen(
+    proc = popen_for_ctrl_c(
         [sys.executable, "-m", "restorekit.cli.run", str(model), camera(None, live=True),
          "-o", str(out), "--quiet", "--stats", str(stats_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -23,6 +23,7 @@ import restorekit
 from restorekit.cli import run as run_cli
 from restorekit.cluster.client import ServerClient
 from restorekit.runtime.imageio import decode_image, encode_image, read_image, write_image
+from tests.ctrl_c import popen_for_ctrl_c
 from tests.runtime import tinynet
 
 pytest.importorskip("ray.serve")
@@ -42,7 +43,7 @@ def _start(artifact: Path, log) -> tuple[subprocess.Popen, ServerClient] | None:
     """restore-serve on a free port; ``None`` if it exited before answering (the port, free when
     chosen, can be taken by one of Ray's own processes before Serve binds it)."""
     port = _free_port()
-    proc = subprocess.Popen(
+    proc = popen_for_ctrl_c(
         [sys.executable, "-m", "restorekit.cli.serve", str(artifact), "--port", str(port),
          "--replicas", "2", "--threads", "1", "--max-request-mb", str(MAX_REQUEST_MB),
          "--batch-wait-ms", "20"],
