@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+pytest.importorskip("torch")  # the export needs PyTorch (skipped in the torch-free venvs)
 pytest.importorskip("openvino")
 
 from restorekit.cli.export import export_summary  # noqa: E402
