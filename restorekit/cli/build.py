@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from restorekit.cli.entry import positive_int, run, tile_shape
+from restorekit.cli.entry import positive_float, positive_int, run, tile_shape
 from restorekit.tensorrt import builder
 from restorekit.tensorrt.builder import EngineBuildResult
 from restorekit.tensorrt.device import GIB
@@ -137,16 +137,6 @@ def engine_or_command(
     return build_summary(build_with_progress(onnx_path, options, progress))
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of GiB, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="restore-build",
@@ -155,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("onnx", type=Path, help="the .onnx file (with its .onnx.json)")
     p.add_argument("-o", "--output", type=Path, help="output folder (default: the ONNX's)")
-    p.add_argument("--workspace", type=_positive_float, metavar="GiB",
+    p.add_argument("--workspace", type=positive_float("GiB"), metavar="GiB",
                    help="builder workspace limit (default 1 on Jetson, else 4)")  # fmt: skip
     p.add_argument("--batch", type=positive_int, help="largest batch (default: the manifest's)")
     for end, side in zip(("min", "opt", "max"), DEFAULT_DYNAMIC_HW, strict=True):

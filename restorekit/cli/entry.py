@@ -80,6 +80,21 @@ def tile_shape(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def positive_float(unit: str) -> Callable[[str], float]:
+    """argparse type for a quantity > 0 in ``unit`` (e.g. --workspace in GiB)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not value > 0:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected a positive number of {unit}, got {text!r}")
+        return value
+
+    return parse
+
+
 def tcp_port(text: str) -> int:
     """argparse type for a TCP port such as --port or --rtsp-serve."""
     try:

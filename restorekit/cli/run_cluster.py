@@ -8,18 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from restorekit.cli.entry import positive_int
-
-
-def positive_float(text: str) -> float:
-    """argparse type for GPU shares such as 0.5."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+from restorekit.cli.entry import positive_float, positive_int
 
 
 def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +22,7 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
                    "/ --threads)")  # fmt: skip
     p.add_argument(
         "--gpus-per-worker",
-        type=positive_float,
+        type=positive_float("GPUs"),
         metavar="G",
         help="with --cluster: GPUs Ray reserves per worker (default 0: CPU workers)",
     )

@@ -7,17 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from restorekit.cli.entry import positive_int, run, tcp_port
-
-
-def _megabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a size in MiB > 0, got {text!r}")
-    return value
+from restorekit.cli.entry import positive_float, positive_int, run, tcp_port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")  # fmt: skip
     p.add_argument("--port", type=tcp_port, default=8000, help="HTTP port (default 8000)")
-    p.add_argument("--max-request-mb", type=_megabytes, metavar="M",
+    p.add_argument("--max-request-mb", type=positive_float("MiB"), metavar="M",
                    help="largest request body in MiB (default 50); larger ones get 413")  # fmt: skip
     p.add_argument("--max-pixels", type=positive_int, metavar="N",
                    help="largest image in pixels (default 64000000); larger ones get 413")  # fmt: skip
