@@ -54,6 +54,10 @@ from restorekit.runtime.media import Source, expand_sources, output_path
 # redoes little, and the driver hears of results (ledger, progress) every few items.
 MAX_ITEMS_PER_TASK = 8
 TASKS_PER_WORKER = 4
+# The pool waits this long for every worker to start before handing out work: otherwise the
+# first worker up (often the one beside the driver) takes the whole queue of a short job while
+# the others are still loading.
+WORKER_START_TIMEOUT_S = 600
 _RECORD_FIELDS = ("input", "output", "size", "sha256", "megapixels", "frames", "error",
                   "warnings", "worker", "artifact", "seconds", "finished", "cpu_seconds",
                   "open_cpu_seconds")  # fmt: skip
@@ -395,23 +399,35 @@ def _run_pool(
     threads: int,
     gpus_per_worker: float | None,
 ) -> Iterator[dict[str, Any]]:
-    rows = [{"input": str(i.source.location)} for i in todo]
-    per_task = max(1, min(MAX_ITEMS_PER_TASK, len(rows) // (workers * TASKS_PER_WORKER)))
-    dataset = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_task))
-    restored = dataset.map_batches(
-        RestoreWorker,
-        fn_constructor_args=(spec,),
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=threads,
-        num_gpus=gpus_per_worker or 0,
-    )
+    context = ray.data.DataContext.get_current()  # read when the dataset is made: set it first
+    saved_wait = context.wait_for_min_actors_s
+    context.wait_for_min_actors_s = WORKER_START_TIMEOUT_S
     try:
+        rows = [{"input": str(i.source.location)} for i in todo]
+        per_task = max(1, min(MAX_ITEMS_PER_TASK, len(rows) // (workers * TASKS_PER_WORKER)))
+        dataset = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_task))
+        restored = dataset.map_batches(
+            RestoreWorker,
+            fn_constructor_args=(spec,),
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=threads,
+            num_gpus=gpus_per_worker or 0,
+        )
         yield from restored.iter_rows()
     except RestoreKitError as exc:  # a worker's constructor refused (e.g. no artifact fits)
         raise ClusterError(f"workers could not start: {_first_line(exc)}") from exc
+    except ray.exceptions.GetTimeoutError as exc:
+        raise ClusterError(
+            f"{workers} workers did not all start within {WORKER_START_TIMEOUT_S} s: the cluster "
+            f"lacks free CPUs/GPUs for them (each takes {threads} CPU"
+            f"{f' and {gpus_per_worker} GPU' if gpus_per_worker else ''}); ask for fewer with "
+            "--workers"
+        ) from exc
     except ray.exceptions.RayError as exc:
         raise ClusterError(f"the Ray job failed: {_first_line(exc)}") from exc
+    finally:
+        context.wait_for_min_actors_s = saved_wait
 
 
 def _first_line(exc: BaseException) -> str:

@@ -238,3 +238,20 @@ def test_embedded_default_reports_bad_inputs_and_finishes_the_rest(work, ray_tmp
     assert "2 failed" in proc.stdout
     _same_as_reference(out, reference, [*names, clip.name])
     assert not (out / "broken.png").exists() and not (out / "cut.png").exists()
+
+
+def test_more_workers_than_the_cluster_can_start_is_a_clear_error(cluster, work, tmp_path, monkeypatch):
+    """The pool waits for all its workers before handing out work (so a short job is shared, not
+    taken whole by the first worker up); workers the cluster cannot host end the wait with a
+    message that says what to do, and nothing is written."""
+    import restorekit
+    from restorekit.cluster import batch
+    from restorekit.errors import ClusterError
+
+    artifact, photos, _, _ = work
+    monkeypatch.setattr(batch, "WORKER_START_TIMEOUT_S", 5)
+    out = tmp_path / "out"
+    with pytest.raises(ClusterError, match=r"3 workers did not all start within 5 s.*--workers"):
+        restorekit.restore_collection(artifact, [photos], out, address=cluster.address, workers=3,
+                                      threads_per_worker=1, progress=False)  # fmt: skip
+    assert not list(out.glob("*.png"))
