@@ -240,7 +240,9 @@ def test_embedded_default_reports_bad_inputs_and_finishes_the_rest(work, ray_tmp
     assert not (out / "broken.png").exists() and not (out / "cut.png").exists()
 
 
-def test_more_workers_than_the_cluster_can_start_is_a_clear_error(cluster, work, tmp_path, monkeypatch):
+def test_more_workers_than_the_cluster_can_start_is_a_clear_error(
+    cluster, work, tmp_path, monkeypatch
+):
     """The pool waits for all its workers before handing out work (so a short job is shared, not
     taken whole by the first worker up); workers the cluster cannot host end the wait with a
     message that says what to do, and nothing is written."""
