@@ -11,7 +11,9 @@ and took most of an INT8 export of MPRNet's demo network.
 either form, and the floating-point steps (the smoothing and the divergence) are ONNX Runtime's
 own functions called on the same arrays, so the chosen range is the same bit for bit
 (tested against ONNX Runtime's search on real and synthetic histograms).
-:func:`faster_entropy_search` makes ONNX Runtime's calibrator use it for the duration of a call.
+:func:`faster_entropy_search` makes ONNX Runtime's calibrator use it for the duration of a call,
+together with :func:`collect_without_copies`, its histogram collection without the two copies of
+every calibrated tensor it makes per tile (80 of the 713 s of a full MPRNet-deblur calibration).
 """
 
 from __future__ import annotations
@@ -84,25 +86,60 @@ def entropy_threshold(
     return low, high
 
 
+def collect_without_copies(collector, name_to_arr: dict) -> None:
+    """ONNX Runtime's value-histogram collection (entropy method) for one call of its calibrator.
+
+    The same statistics from the same arrays: per tensor the values in the order ONNX Runtime
+    flattens them, NaN-ignoring min and max, a first histogram of ``num_bins`` bins over
+    ``[-t, t]`` (``t`` the largest magnitude) and later tiles merged by the collector's own
+    ``merge_histogram``; only the values are read in place instead of copied twice.
+    """
+    for tensor, data in name_to_arr.items():
+        parts = data if isinstance(data, list) else [data]
+        arrays = [np.asarray(a) for a in parts]
+        values = (
+            arrays[0].reshape(-1)
+            if len(arrays) == 1
+            else np.concatenate([a.reshape(-1) for a in arrays])
+        )
+        if values.size:
+            low, high = np.nanmin(values), np.nanmax(values)
+        else:
+            low = high = np.array(0, dtype=values.dtype)
+        threshold = np.array(max(abs(low), abs(high)), dtype=values.dtype)
+        kept = collector.histogram_dict.get(tensor)
+        if kept is not None:
+            collector.histogram_dict[tensor] = collector.merge_histogram(
+                kept, values, low, high, threshold
+            )
+        else:
+            counts, edges = np.histogram(values, collector.num_bins, range=(-threshold, threshold))
+            collector.histogram_dict[tensor] = (counts, edges, low, high, threshold)
+
+
 @contextlib.contextmanager
 def faster_entropy_search() -> Iterator[None]:
-    """Within the block, ONNX Runtime's entropy calibrator searches with :func:`entropy_threshold`.
+    """Within the block, ONNX Runtime's entropy calibrator searches with :func:`entropy_threshold`
+    and collects with :func:`collect_without_copies`.
 
-    Without the expected hook (another ONNX Runtime release) its own search runs unchanged.
+    Without the expected hooks (another ONNX Runtime release) its own code runs unchanged.
     """
     from onnxruntime.quantization import calibrate
 
     collector = getattr(calibrate, "HistogramCollector", None)
-    original = getattr(collector, "get_entropy_threshold", None) if collector else None
-    if original is None:
+    hooks = ("get_entropy_threshold", "collect_value", "merge_histogram")
+    if collector is None or not all(callable(getattr(collector, h, None)) for h in hooks):
         yield
         return
+    originals = {h: getattr(collector, h) for h in hooks[:2]}
 
     def search(self, histogram, num_quantized_bins):
         return entropy_threshold(histogram, num_quantized_bins)
 
     collector.get_entropy_threshold = search
+    collector.collect_value = collect_without_copies
     try:
         yield
     finally:
-        collector.get_entropy_threshold = original
+        for name, original in originals.items():
+            setattr(collector, name, original)

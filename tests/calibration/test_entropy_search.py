@@ -56,9 +56,30 @@ def test_grown_histogram_is_searched_over_every_candidate():
 
 def test_hook_is_scoped():
     original = calibrate.HistogramCollector.get_entropy_threshold
+    collect_value = calibrate.HistogramCollector.collect_value
     histogram = _collected([np.random.default_rng(1).normal(0, 1, 5000)])
     with faster_entropy_search():
         assert calibrate.HistogramCollector.get_entropy_threshold is not original
         inside = calibrate.HistogramCollector("entropy", False, 128, 128, 99.99, "same")
         assert inside.get_entropy_threshold(histogram, 128) == _onnxruntime_search(histogram)
     assert calibrate.HistogramCollector.get_entropy_threshold is original
+    assert calibrate.HistogramCollector.collect_value is collect_value
+
+
+@pytest.mark.parametrize("tiles", [t for _, t in _tile_sets()], ids=[n for n, _ in _tile_sets()])
+def test_collection_without_copies_keeps_the_same_histograms(tiles):
+    """Same counts, edges, extremes and threshold as ONNX Runtime's collection, tile by tile
+    (first histogram, merges that keep and that widen the range), for batched outputs too."""
+    theirs = calibrate.HistogramCollector("entropy", False, 128, 128, 99.99, "same")
+    with faster_entropy_search():
+        ours = calibrate.HistogramCollector("entropy", False, 128, 128, 99.99, "same")
+        for k, tile in enumerate(tiles):
+            data = tile.astype(np.float32).reshape(1, -1)
+            batch = [data, data[:, ::-1].copy()] if k % 2 else [data]  # two outputs of one tile
+            ours.collect({"t": batch})
+    for k, tile in enumerate(tiles):
+        data = tile.astype(np.float32).reshape(1, -1)
+        theirs.collect({"t": [data, data[:, ::-1].copy()] if k % 2 else [data]})
+    for mine, reference in zip(ours.histogram_dict["t"], theirs.histogram_dict["t"], strict=True):
+        mine, reference = np.asarray(mine), np.asarray(reference)
+        assert mine.dtype == reference.dtype and mine.tobytes() == reference.tobytes()
