@@ -286,7 +286,7 @@ def _demo() -> Variant:
     return Variant(
         name="demo_dn_s25",
         task="demo: colour Gaussian denoising, sigma 25; reduced GRL-T (embed 32, 2 stages of 2 "
-        "blocks, window 8, stripes 16x32), trained briefly on scikit-image photos",
+        "blocks, window 8, stripes 16x32), trained on Kodak24, McMaster and LIVE1 (tools/train_demo.py)",
         config=config,
         default_tile=(256, 256),
         overlap=32,

@@ -41,7 +41,7 @@ SPEC = ArchSpec(
         Variant(
             name="demo_dn_s25",
             task="demo: colour Gaussian denoising, sigma 25; reduced width (n_feat 16, 2 CABs per "
-            "ORB), trained briefly on scikit-image photos",
+            "ORB), trained on Kodak24, McMaster and LIVE1 (tools/train_demo.py)",
             config={"n_feat": 16, "scale_unetfeats": 8, "scale_orsnetfeats": 8, "num_cab": 2},
             default_tile=(256, 256),
             weights="bundled with restorekit (tools/train_demo.py)",
