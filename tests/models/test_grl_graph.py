@@ -21,19 +21,14 @@ from onnx import TensorProto, helper
 from restorekit.export.simplify import fold_load_time_zeros, simplify_graph
 from restorekit.export.trace import INPUT_NAME, onnx_from_model
 from restorekit.models.registry import resolve
+from tests.models.test_grl import TINY
 
-# Four blocks cover every attention type (shifted/unshifted windows, horizontal/vertical and
-# shifted/unshifted stripes); 32x32 with stripes of 8x16 gives several windows per stripe type.
-TINY = {
-    "embed_dim": 16,
-    "depths": [4],
-    "num_heads_window": [2],
-    "num_heads_stripe": [2],
-    "window_size": 8,
-    "stripe_size": [8, 16],
-    "anchor_window_down_factor": 2,
-}
+# test_grl's tiny configuration: four blocks cover every attention type (shifted/unshifted
+# windows, horizontal/vertical and shifted/unshifted stripes); 32x32 with stripes of 8x16 gives
+# several windows per stripe type.
 TILE = (32, 32)
+# OpenVINO in FP32: on a CPU with AMX or AVX512-BF16 its default is bf16.
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +139,7 @@ def _openvino_and_ort(model: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray]:
     ov = pytest.importorskip("openvino")
     x = np.zeros((1, 4), np.float32)
     core = ov.Core()
-    got_ov = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU")(x)[0]
+    got_ov = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", F32)(x)[0]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return np.asarray(got_ov)[0], session.run(None, {"input": x})[0][0]
 
@@ -182,7 +177,7 @@ def test_openvino_runs_the_grl_graph_like_onnx_runtime(exported) -> None:
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = session.run(None, {INPUT_NAME: x})[0]
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(graph.SerializeToString(), b""), "CPU")
+    compiled = core.compile_model(core.read_model(graph.SerializeToString(), b""), "CPU", F32)
     got = np.asarray(compiled(x)[0])
     assert np.isfinite(got).all(), f"{np.isnan(got).sum()} NaN of {got.size}"
     err = np.abs(got - expected)
