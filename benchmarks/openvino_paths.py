@@ -14,7 +14,8 @@ with seeded random weights), at batch 1 on one tile:
   multiply-add, counted from the ONNX with shapes inferred at batch 1, divided by the latency)
   against this CPU's FP32 FMA peak: derived as cores x FMA units x FP32 lanes x 2 x GHz (the
   flags and clock from /proc/cpuinfo; 2 FMA units per core for AMD Zen 2-4 and Intel since
-  Haswell), and measured with one large MatMul in ONNX Runtime and OpenVINO.
+  Haswell; AMD before Zen 5 executes AVX-512 on 256-bit units, so 8 FP32 lanes there), and
+  measured with one large MatMul in ONNX Runtime and OpenVINO.
 
 BF16 runs only where the CPU has AMX-BF16 or AVX512-BF16 (else the row says "not available on this
 CPU", with the flags found). INT8 models are made once in ``--work`` (calibration: ``--calib-count``
@@ -106,18 +107,33 @@ def conv_matmul_flops(path: Path) -> float:
     return total
 
 
+def _cpuinfo_field(name: str) -> str:
+    """The first value of ``name`` in /proc/cpuinfo ('' when absent)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.split(":")[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def fp32_lanes(flags: tuple[str, ...], vendor: str, family: int) -> int:
+    """FP32 lanes one FMA unit completes per cycle: the vector width the core executes, which is
+    not always the widest instruction set it decodes. AMD before Zen 5 (family 0x1A) runs AVX-512
+    as two 256-bit halves on 256-bit units (Zen 4), so it counts as AVX2 there."""
+    if "avx512f" in flags and not (vendor == "AuthenticAMD" and family < 0x1A):
+        return 16
+    return 8 if "avx2" in flags else 4
+
+
 def derived_peak() -> tuple[float, str]:
     """FP32 FMA peak from the flags and clock in /proc/cpuinfo, with how it was derived."""
     cpu = cpu_features()
-    lanes = 16 if "avx512f" in cpu.flags else 8 if "avx2" in cpu.flags else 4
-    mhz = 0.0
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("cpu MHz"):
-            mhz = float(line.split(":")[1])
-            break
+    family = _cpuinfo_field("cpu family")
+    lanes = fp32_lanes(cpu.flags, _cpuinfo_field("vendor_id"), int(family) if family else 0)
+    mhz = float(_cpuinfo_field("cpu MHz") or 0.0)
     peak = cpu.cores * FMA_UNITS * lanes * 2 * mhz / 1e3
     how = (f"{cpu.cores} cores x {FMA_UNITS} FMA units x {lanes} FP32 lanes x 2 FLOP x "
-           f"{mhz / 1e3:.3f} GHz (/proc/cpuinfo 'cpu MHz')")  # fmt: skip
+           f"{mhz / 1e3:.3f} GHz (/proc/cpuinfo 'cpu MHz'"
+           f"{'; AVX-512 on 256-bit units' if lanes == 8 and 'avx512f' in cpu.flags else ''})")  # fmt: skip
     return peak, how
 
 

@@ -190,10 +190,10 @@ class OpenVinoBackend(Backend):
         except Exception as exc:  # OpenVINO raises its own untyped errors
             raise ManifestError(f"OpenVINO cannot compile {self.model_path.name}: {exc}") from exc
         if self.precision == "bf16":
-            got = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-            if "bf16" not in got:
+            got = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
+            if got != ov.Type.bf16:
                 raise PrecisionUnavailableError(
-                    f"OpenVINO compiled {self.path.name} in {got}, not bf16, on "
+                    f"OpenVINO compiled {self.path.name} in {got.to_string()}, not bf16, on "
                     f"{cpu_features().describe()}: it ignores the bf16 hint here. Use "
                     "--precision fp32"
                 )
@@ -228,7 +228,8 @@ class OpenVinoBackend(Backend):
                 raise PrecisionUnavailableError(reason)
             config["INFERENCE_PRECISION_HINT"] = "bf16"
         else:
-            # FP32 and INT8 keep float parts in f32 (OpenVINO would pick bf16 on AMX by itself).
+            # FP32 and INT8 keep float parts in f32 (OpenVINO's own default is bf16 on a CPU with
+            # AMX or AVX512-BF16).
             config["INFERENCE_PRECISION_HINT"] = "f32"
         return config
 

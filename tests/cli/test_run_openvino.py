@@ -47,3 +47,16 @@ def test_precision_mistakes_exit_2_with_a_message(tmp_path, photo, capsys):
         assert code == 2
         assert "no amx_bf16/avx512_bf16" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.skipif(not cpu_features().bf16, reason="needs AMX-BF16 or AVX512-BF16 (not here)")
+def test_bf16_restores_a_photo_where_the_cpu_has_it(tmp_path, photo):
+    """The issue's line: restore-run x.onnx photo.png --backend openvino --precision bf16."""
+    path, _, _ = tinynet.export_net(tmp_path, batch=2, scale=2)
+    assert _run(path, photo, "-o", tmp_path / "ort.png") == 0
+    assert _run(path, photo, "-o", tmp_path / "bf16.png", "--backend", "openvino",
+                "--precision", "bf16") == 0  # fmt: skip
+    plain = read_image(tmp_path / "ort.png").astype(np.float64)
+    got = read_image(tmp_path / "bf16.png").astype(np.float64)
+    assert got.shape == plain.shape
+    assert 10 * np.log10(255.0**2 / max(np.mean((got - plain) ** 2), 1e-12)) >= 45.0

@@ -86,11 +86,39 @@ def test_bf16_refused_here_because_openvino_computes_fp32(tmp_path):
     for hint in ("f32", "bf16"):
         compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
         if hint == "bf16":
-            assert "bf16" not in str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
         outs[hint] = compiled.create_infer_request().infer({0: x})[0]
     np.testing.assert_array_equal(outs["bf16"], outs["f32"])
     with pytest.raises(PrecisionUnavailableError, match="no amx_bf16"):
         open_and_close(path, backend="openvino", precision="bf16")
+
+
+@pytest.mark.skipif(not cpu_features().bf16, reason="needs AMX-BF16 or AVX512-BF16 (not here)")
+def test_bf16_computes_in_bf16_and_is_admitted_against_fp32(tmp_path):
+    """Where the CPU has native bf16: the compiled model really runs bf16 (its output is not
+    FP32's), restores within the bf16 gate of the numpy reference, and the verdict is kept."""
+    import openvino as ov
+
+    path, net, _ = tinynet.export_net(tmp_path, batch=2, scale=2)
+    core = ov.Core()
+    x = np.random.default_rng(2).random((2, 3, 32, 48), dtype=np.float32)
+    outs = {}
+    for hint, kind in (("f32", ov.Type.f32), ("bf16", ov.Type.bf16)):
+        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == kind
+        outs[hint] = compiled.create_infer_request().infer({0: x})[0]
+    assert np.abs(outs["bf16"] - outs["f32"]).max() > 1e-5  # bf16 rounding shows
+    np.testing.assert_allclose(outs["f32"], net(x), atol=1e-5)
+
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    with restorekit.open(path, backend="openvino", precision="bf16") as model:
+        got = model.restore(rgb)
+    want = tinynet.untiled(net, rgb.transpose(2, 0, 1).astype(np.float64) / 255, MARGIN)
+    want = np.clip(want.transpose(1, 2, 0), 0, 1) * 255
+    err = got.astype(np.float64) - want
+    assert 10 * np.log10(255.0**2 / np.mean(err**2)) >= 45.0
+    verdict = json.loads(admission.record_path(path).read_text())["admitted"]["openvino/bf16"]
+    assert verdict["passed"] and verdict["psnr"] >= 45.0
 
 
 def test_precision_needs_the_openvino_backend(tmp_path):
