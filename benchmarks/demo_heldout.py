@@ -197,8 +197,9 @@ def verdict(results: list[SetResult], rows: list[dict[str, object]], cpu_minutes
     return (
         f"**Below BM3D** by {-worst.gap:.2f} dB on {worst.name}, after {cpu_minutes:.0f} CPU "
         f"minutes of training (the budget was about an hour per network on this machine; the "
-        f"network is far from converged at that length).{trend} Resuming training "
-        f"(`tools/train_demo.py ... --resume`) continues from the saved state."
+        f"network is far from converged at that length).{trend} A longer run (`--steps` above "
+        f"this card's count; the weights of a shorter run are what it writes at that step) or "
+        f"`--resume` from the run's own checkpoint trains further."
     )
 
 
