@@ -41,6 +41,7 @@ from restorekit.models.demo import (
     write_demo_pair,
 )
 from restorekit.models.registry import REGISTRY, resolve
+from restorekit.runtime.cpu_features import cpu_features
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMA = 25.0 / 255.0
@@ -185,21 +186,43 @@ def verdict(results: list[SetResult], rows: list[dict[str, object]], cpu_minutes
             f"At least as good as BM3D on every held-out set (smallest margin {worst.gap:+.2f} dB "
             f"on {worst.name})."
         )
-    held = [(int(r["step"]), float(r["heldout_psnr"])) for r in rows if r.get("heldout_psnr")]
-    trend = ""
-    if len(held) >= 3:
-        (s0, p0), (s1, p1) = held[-3], held[-1]
-        trend = (
-            f" The training curve was still moving when training stopped: "
-            f"{(p1 - p0) / max(1, s1 - s0) * 1000:+.2f} dB per 1000 steps over its last "
-            f"{s1 - s0} steps."
-        )
     return (
         f"**Below BM3D** by {-worst.gap:.2f} dB on {worst.name}, after {cpu_minutes:.0f} CPU "
-        f"minutes of training (the budget was about an hour per network on this machine; the "
-        f"network is far from converged at that length).{trend} A longer run (`--steps` above "
-        f"this card's count; the weights of a shorter run are what it writes at that step) or "
-        f"`--resume` from the run's own checkpoint trains further."
+        f"minutes of training (the budget was about an hour per network on this machine)."
+        f"{curve_trend(rows)}"
+    )
+
+
+def curve_trend(rows: list[dict[str, object]]) -> str:
+    """How the held-out curve moved over the second half of training: least-squares slope."""
+    held = [(int(r["step"]), float(r["heldout_psnr"])) for r in rows if r.get("heldout_psnr")]
+    tail = held[len(held) // 2 :]
+    if len(tail) < 3:
+        return ""
+    steps = np.array([s for s, _ in tail], float)
+    slope = float(np.polyfit(steps, np.array([p for _, p in tail]), 1)[0]) * 1000
+    span = f"{slope:+.2f} dB per 1000 steps over its last {int(steps[-1] - steps[0])} steps"
+    if slope > 0.2:
+        return (
+            f" The training curve was still rising when training stopped ({span}): a longer "
+            f"run (`--steps` above this card's count; a run passes through these weights at "
+            f"that step) or `--resume` from the run's own checkpoint trains further."
+        )
+    return (
+        f" The training curve had flattened ({span}) at this constant learning rate: "
+        f"closing the gap takes more than length at this rate (a decaying rate or a wider "
+        f"network; not tried within the budget)."
+    )
+
+
+def training_machine(meta: dict[str, str]) -> str:
+    """The machine the weights were trained on, as the weights record it (older weights do not:
+    then the machine writing the card, said as such)."""
+    if meta.get("machine"):
+        return meta["machine"]
+    return (
+        f"{os.cpu_count()}-core {cpu_features().describe()} (the machine that wrote this card; "
+        f"these weights do not record theirs)"
     )
 
 
@@ -265,7 +288,7 @@ official weights of another variant (`restore-export --list`).
   trained ones at the last step{"; batch-norm statistics re-estimated for them on 40 training batches" if gray else ""}.
 - Steps: {steps}; {float(meta.get("cpu_seconds", "nan")) / 60:.0f} CPU minutes
   ({float(meta.get("seconds", "nan")) / 60:.0f} wall minutes) on {meta.get("threads", "?")} thread of a
-  2-core AMD EPYC (Zen 3) shared with other jobs; seed {meta.get("seed", "?")}; torch {meta.get("torch", "?")}.
+  {training_machine(meta)} shared with other jobs; seed {meta.get("seed", "?")}; torch {meta.get("torch", "?")}.
 - Reproduce (`tools/demo_data.py --dncnn DnCNN --ffdnet FFDNet` assembles `.train/data` from
   clones of the two repositories; a run stopped at step N and `--steps N` write the same
   weights): `PYTHONPATH=$PWD python tools/train_demo.py {arch} --data {data_dir} --val {val} --steps {steps}`

@@ -46,9 +46,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from restorekit.files import atomic_target
 from restorekit.metrics import psnr
 from restorekit.models.demo import add_noise, centre_crop, read_folder, tiled_restore
 from restorekit.models.registry import resolve
+from restorekit.runtime.cpu_features import cpu_features
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_DIR = ROOT / "restorekit" / "data" / "weights"
@@ -183,9 +185,8 @@ class Curve:
 
 
 def save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train(args: argparse.Namespace, stop: list[bool]) -> Path:
@@ -251,11 +252,10 @@ def train(args: argparse.Namespace, stop: list[bool]) -> Path:
             },
             ckpt_path,
         )
-        with open(curve_path.with_suffix(".tmp"), "w", newline="") as f:
+        with atomic_target(curve_path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, ["step", "wall_s", "cpu_s", "loss", "heldout_psnr"])
             writer.writeheader()
             writer.writerows(curve_rows)
-        os.replace(curve_path.with_suffix(".tmp"), curve_path)
 
     curve = Curve(args.val, channels, args.val_count, args.val_crop)
     session_start = time.monotonic()
@@ -318,6 +318,7 @@ def train(args: argparse.Namespace, stop: list[bool]) -> Path:
         "seconds": f"{wall:.0f}",
         "cpu_seconds": f"{cpu:.0f}",
         "threads": "1",
+        "machine": f"{os.cpu_count()}-core {cpu_features().describe()}",
         "seed": str(args.seed),
         "torch": torch.__version__,
         "final_loss": f"{curve_rows[-1]['loss'] if curve_rows else float('nan')}",
@@ -326,9 +327,8 @@ def train(args: argparse.Namespace, stop: list[bool]) -> Path:
         "curve": json.dumps(curve_rows),
         "curve_set": "" if args.val is None else f"{args.val.name} ({args.val_count} centre crops {args.val_crop}x{args.val_crop})",
     }  # fmt: skip
-    tmp = path.with_suffix(".tmp")
-    save_model(final, str(tmp), metadata=record)
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        save_model(final, str(tmp), metadata=record)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) at step {step}, {wall:.0f}s")
     return path
 

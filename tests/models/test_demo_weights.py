@@ -130,17 +130,7 @@ def test_restore_demo_command_prints_both_psnrs(tmp_path, capsys):
     assert demo.main(["nosuchnet", "-o", str(tmp_path / "x")]) == 2
 
 
-# PANet and NLRN still ship the skimage-photo weights: their retraining on the public sets
-# (issue 19) has not finished. Strict: once their retrained weights ship, these pass and the
-# mark must go.
-_NOT_RETRAINED = pytest.mark.xfail(strict=True, reason="shipped weights predate train_demo --data")
-CARD_CASES = [
-    pytest.param(ref, marks=_NOT_RETRAINED) if ref.spec.name in ("panet", "nlrn") else ref
-    for ref in DEMOS
-]
-
-
-@pytest.mark.parametrize("ref", CARD_CASES, ids=lambda r: r.name)
+@pytest.mark.parametrize("ref", DEMOS, ids=lambda r: r.name)
 def test_card_describes_the_shipped_weights(ref):
     """The card was written for these weights: same step count and data fingerprint, and the
     evaluation sets it reports are the standard ones, which the training data excludes."""

@@ -106,7 +106,7 @@ SPEC = ArchSpec(
         Variant(
             name="demo_dn_s25",
             task="demo: gray Gaussian denoising, sigma 25; reduced width (32 features, 4 states, "
-            "32x32 patches at stride 16), trained briefly on scikit-image photos",
+            "32x32 patches at stride 16), trained on the 400 BSD images of Train400 (tools/train_demo.py)",
             config=_DEMO,
             default_tile=(DEMO_PATCH, DEMO_PATCH),
             in_channels=1,

@@ -108,7 +108,7 @@ SPEC = ArchSpec(
         Variant(
             name="demo_dn_s25",
             task="demo: colour Gaussian denoising, sigma 25; reduced PANet (4 residual blocks, "
-            "32 features, 32x32 tiles), trained briefly on scikit-image photos",
+            "32 features, 32x32 tiles), trained on Kodak24, McMaster and LIVE1 (tools/train_demo.py)",
             config={**_PANET, "n_resblocks": 4, "n_feats": 32, "n_colors": 3},
             default_tile=(32, 32),
             overlap=8,
