@@ -218,7 +218,9 @@ def main() -> None:
         after = None if a.baseline_only else run_side(repo, exports, work, "after", a.profile)
     if a.json:
         a.json.write_text(json.dumps({"before": before, "after": after}, indent=1))
-    print("Machine: AMD EPYC Zen 3, 2 cores, AVX2 (shared; see the load averages)")
+    from restorekit.runtime.cpu_features import cpu_features
+
+    print(f"Machine: {os.cpu_count()} cores, {cpu_features().describe()} (see the load averages)")
     print(table(None, before) if after is None else table(before, after))
 
 
