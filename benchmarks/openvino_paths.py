@@ -37,6 +37,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -256,36 +257,38 @@ def measure(name: str, tile: int, made: dict, threads: int, runs: int, peak: flo
     paths: list[Candidate] = []
     skipped = {}
 
-    def add(label: str, opener, source: Path, hint_or_none: str | None, precision: str) -> None:
-        """One path, or a skipped row saying why OpenVINO could not compile it."""
+    def add(label: str, open_path, precision: str) -> None:
+        """One path (``open_path()`` compiles it), or a skipped row saying why OpenVINO could
+        not compile it."""
         try:
-            run = opener(source) if hint_or_none is None else opener(source, hint_or_none)
+            run = open_path()
         except RuntimeError as exc:  # OpenVINO's compile errors are untyped
             lines = [line for line in str(exc).splitlines() if line.strip()]
             skipped[label] = f"OpenVINO cannot compile it: {lines[-1] if lines else exc}"
             return
         paths.append(Candidate(label, run, precision))
 
-    add("ONNX Runtime FP32", ort_path, made["fp32"], None, "fp32")
-    add("OpenVINO FP32", ov_path, made["fp32"], "f32", "fp32")
+    fp32 = made["fp32"]
+    add("ONNX Runtime FP32", partial(ort_path, fp32), "fp32")
+    add("OpenVINO FP32", partial(ov_path, fp32, "f32"), "fp32")
     refusal = bf16_refusal(cpu_features(), list(core.get_property("CPU",
                                                                   "OPTIMIZATION_CAPABILITIES")))  # fmt: skip
     if refusal is None:
-        add("OpenVINO BF16", ov_path, made["fp32"], "bf16", "bf16")
+        add("OpenVINO BF16", partial(ov_path, fp32, "bf16"), "bf16")
     else:
         skipped["OpenVINO BF16"] = f"not available on this CPU ({cpu_features().describe()})"
         # The evidence for refusing: with the hint, OpenVINO here computes FP32 at FP32's speed.
-        add("OpenVINO, bf16 hint (ignored: FP32)", ov_path, made["fp32"], "bf16", "fp32")
+        add("OpenVINO, bf16 hint (ignored: FP32)", partial(ov_path, fp32, "bf16"), "fp32")
     qdq = [("ONNX Runtime INT8 (ort-cpu Q/DQ)", "qdq-ort-cpu", ort_path),
-           ("OpenVINO INT8 (ort-cpu Q/DQ, 7-bit w)", "qdq-ort-cpu", ov_path),
-           ("OpenVINO INT8 (TensorRT Q/DQ, 8-bit w)", "qdq-tensorrt", ov_path)]  # fmt: skip
+           ("OpenVINO INT8 (ort-cpu Q/DQ, 7-bit w)", "qdq-ort-cpu", partial(ov_path, hint="f32")),
+           ("OpenVINO INT8 (TensorRT Q/DQ, 8-bit w)", "qdq-tensorrt", partial(ov_path, hint="f32"))]  # fmt: skip
     for label, key, opener in qdq:
         if not isinstance(made[key], Path):
             skipped[label] = made[key]
         else:
-            add(label, opener, made[key], None if opener is ort_path else "f32", "int8")
+            add(label, partial(opener, made[key]), "int8")
     if isinstance(made["nncf"], Path):
-        add("OpenVINO INT8 (NNCF)", ov_path, made["nncf"], "f32", "int8")
+        add("OpenVINO INT8 (NNCF)", partial(ov_path, made["nncf"], "f32"), "int8")
     else:
         skipped["OpenVINO INT8 (NNCF)"] = made["nncf"]
     reference = np.concatenate([paths[0].run(t[None]) for t in tiles])
