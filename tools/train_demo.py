@@ -73,6 +73,7 @@ class Recipe:
 
 RECIPES = {
     "mprnet": Recipe("mprnet.demo_dn_s25", crop=64, batch=8, lr=1e-3),
+    "mprnet-wide": Recipe("mprnet.demo_wide_dn_s25", crop=64, batch=8, lr=1e-3),
     "nlrn": Recipe("nlrn.demo_dn_s25", crop=32, batch=16, lr=1e-3),
     "grl": Recipe("grl-t.demo_dn_s25", crop=64, batch=8, lr=5e-4),
     "panet": Recipe("panet.demo_dn_s25", crop=32, batch=8, lr=1e-3),

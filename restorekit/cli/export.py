@@ -142,6 +142,8 @@ def export_summary(result: ExportResult) -> list[str]:
             lines.append(f"warning: {art.onnx_path.name}: {violation}")
         if art.tensorrt_rules and len(art.tensorrt_rules) > 5:
             lines.append(f"  ... {len(art.tensorrt_rules) - 5} more in the report")
+    if result.lowered:
+        lines += [f"note: {n}" for n in result.lowered.report.notes if n.startswith("calibration:")]
     if result.cpu_speed and result.lowered:
         lines += result.cpu_speed.lines(result.fp32.onnx_path.name, result.lowered.onnx_path.name)
     if result.built.random:

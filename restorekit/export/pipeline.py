@@ -351,6 +351,7 @@ def _export_lowered(
     name = onnx_name(ref.name, precision_label(precision, lowered.plan.layout), tile)
     report = verify_graph(sessions.session(lowered.model), [refs], vr,
                           Criterion(min_psnr=min_psnr), name)  # fmt: skip
+    report.notes.extend(lowered.notes)
     if built.random:
         report.notes.append(f"weights: {built.weights} - not a trained model")
     doc[precision] = {

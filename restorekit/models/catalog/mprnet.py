@@ -47,6 +47,17 @@ SPEC = ArchSpec(
             weights="bundled with restorekit (tools/train_demo.py)",
             bundled_weights="mprnet.demo_dn_s25.safetensors",
         ),
+        # The demo task at the derain variant's widths: INT8 speed depends on width, so INT8
+        # figures on trained weights are measured on this one (benchmarks/demo_int8.py). Its
+        # weights (10 MB) are not bundled: `python tools/train_demo.py mprnet-wide` makes them.
+        Variant(
+            name="demo_wide_dn_s25",
+            task="demo: colour Gaussian denoising, sigma 25; the derain widths (n_feat 40) with 2 "
+            "CABs per ORB, trained like demo_dn_s25 (tools/train_demo.py mprnet-wide)",
+            config={"n_feat": 40, "scale_unetfeats": 20, "scale_orsnetfeats": 16, "num_cab": 2},
+            default_tile=(256, 256),
+            weights="not bundled (10 MB): made by tools/train_demo.py mprnet-wide",
+        ),
     ),
     # The bundled demo weights: the only MPRNet weights available without a download.
     default_variant="demo_dn_s25",
