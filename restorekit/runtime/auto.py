@@ -138,7 +138,7 @@ def choose_backend(
         return AutoChoice(kept["backend"], kept["precision"], kept["reason"],
                           kept["timings_ms"], kept["refused"], remembered=True)  # fmt: skip
     names, refused = candidates(artifact, manifest)
-    tile = admission_tiles(manifest, 1)[0]
+    tile = admission_tiles(manifest, 1, pixels=1)[0]
     timings = _time_candidates(artifact, names, threads, batch, tile, refused)
     best = min(timings, key=timings.get)
     backend, precision = best.split("/")

@@ -125,7 +125,12 @@ def test_8bit_qdq_artifact_refused_without_vnni(tmp_path):
 
 @pytest.mark.slow
 def test_nncf_int8_made_once_behind_the_gate(tmp_path):
-    from restorekit.calibration.openvino_int8 import ov_int8_from_onnx, read_ov_int8_record
+    from restorekit.calibration.openvino_int8 import (
+        EVAL_MAX_TILES,
+        EVAL_PIXELS,
+        ov_int8_from_onnx,
+        read_ov_int8_record,
+    )
 
     path, net, _ = tinynet.export_net(tmp_path)
     with pytest.raises(PrecisionUnavailableError, match="make it once"):
@@ -138,6 +143,8 @@ def test_nncf_int8_made_once_behind_the_gate(tmp_path):
     assert result.path == ov_int8_path(path) and result.path.with_suffix(".bin").is_file()
     record = read_ov_int8_record(result.path)
     assert record["psnr"] >= 35.0 and record["search"]["quantized_layers"] == 3
+    # small tiles: the gate is judged on enough of them to hold its pixel budget (32x48 here)
+    assert record["gate"]["tiles"] == min(EVAL_MAX_TILES, -(-EVAL_PIXELS // (32 * 48)))
     x = np.random.default_rng(4).random((1, 3, 32, 48), dtype=np.float32)
     with restorekit.open(path, backend="openvino", precision="int8") as model:
         got = model.backend.infer(x)
@@ -145,3 +152,20 @@ def test_nncf_int8_made_once_behind_the_gate(tmp_path):
     assert 30.0 < _psnr(got, want) < 100.0  # quantized (not FP32), and close to the reference
     verdicts = json.loads((tmp_path / "tiny.onnx.cpu.json").read_text())["admitted"]
     assert verdicts["openvino/int8"]["passed"]
+
+
+def test_admission_judges_small_tiles_by_their_pixels(tmp_path):
+    """With 32x48 tiles one tile a photo is too little to judge an INT8 model by; admission takes
+    each photo's first tiles in the runtime's order until its share of the pixel budget."""
+    from restorekit.data import sample_paths
+    from restorekit.runtime.admission import ADMISSION_PIXELS, admission_tiles
+    from restorekit.runtime.imageio import read_image
+
+    _, _, manifest = tinynet.export_net(tmp_path)
+    tiles = admission_tiles(manifest, count=2)
+    per_photo = -(-ADMISSION_PIXELS // 2 // (32 * 48))
+    assert tiles.shape == (2 * per_photo, 3, 32, 48)
+    # distinct tiles of the photos' content, not one tile repeated
+    assert len({t.tobytes() for t in tiles}) == len(tiles)
+    photo_mean = float(np.mean(read_image(sample_paths()[0])) / 255.0)
+    assert abs(float(tiles[:per_photo].mean()) - photo_mean) < 0.25
