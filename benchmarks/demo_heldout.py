@@ -152,10 +152,14 @@ def table(results: list[SetResult]) -> str:
     return "\n".join(lines)
 
 
-def training_record(built: BuiltModel) -> dict[str, str]:
+def weights_file(built: BuiltModel, given: Path | None = None) -> Path:
+    """The weights file of a demo variant: ``given`` (``--weights``), else the bundled one."""
+    return given or bundled_weights_path(built.ref.variant.bundled_weights)
+
+
+def training_record(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
-    path = bundled_weights_path(built.ref.variant.bundled_weights)
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
 
@@ -232,11 +236,12 @@ def model_card(
     samples: SetResult,
     crop: int | None,
     count: int | None = None,
+    path: Path | None = None,
 ) -> str:
     """The Markdown card of a demo variant, from its weights' training record and results."""
     ref = built.ref
-    meta = training_record(built)
-    path = bundled_weights_path(ref.variant.bundled_weights)
+    path = weights_file(built, path)
+    meta = training_record(path)
     params = sum(p.numel() for p in built.module.parameters())
     recipe = json.loads(meta.get("recipe", "{}"))
     data = json.loads(meta.get("data", "{}"))
@@ -326,15 +331,18 @@ def main() -> None:
     parser.add_argument("--bm3d-cache", type=Path, default=ROOT / ".train" / "bm3d_cache.json")
     parser.add_argument("--card", action="store_true", help="rewrite the model card(s)")
     parser.add_argument("--pair", type=Path, default=None, help="write clean/noisy/restored here")
+    parser.add_argument("--weights", nargs="*", default=[], metavar="NAME=FILE",
+                        help="weights of a demo variant that bundles none (its card goes beside)")
     args = parser.parse_args()
+    given = {resolve(k).name: Path(v) for k, v in (w.split("=", 1) for w in args.weights)}
     torch.set_num_threads(1)
     crop = args.crop or None
     cache = Bm3dCache(args.bm3d_cache)
     names = [resolve(n).name for n in args.models] or demo_names()
     for name in names:
-        built = model_from_name(name)
+        built = model_from_name(name, weights=given.get(name))
         if built.random:
-            raise SystemExit(f"{name} has no bundled weights")
+            raise SystemExit(f"{name} has no bundled weights: give them with --weights {name}=FILE")
         channels = built.ref.variant.in_channels
         results = [
             evaluate(
@@ -348,8 +356,8 @@ def main() -> None:
               + ", ".join(f"{r.name} {r.seconds:.0f}" for r in [*results, samples]))  # fmt: skip
         print(table([*results, samples]))
         if args.card:
-            card = bundled_weights_path(built.ref.variant.bundled_weights).with_suffix(".md")
-            card.write_text(model_card(built, results, samples, crop, args.count))
+            card = weights_file(built, given.get(name)).with_suffix(".md")
+            card.write_text(model_card(built, results, samples, crop, args.count, given.get(name)))
             print(f"wrote {card}")
         if args.pair is not None:
             paths = write_demo_pair(name, args.pair / name)

