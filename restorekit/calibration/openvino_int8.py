@@ -140,7 +140,8 @@ def ov_int8_from_onnx(
         return -1.0 if figures.nonfinite else min(float(figures.psnr), 200.0)
 
     fp32 = core.read_model(str(artifact))
-    if psnr_of(core.compile_model(fp32, "CPU", config)) < 100.0:
+    fp32_score = psnr_of(core.compile_model(fp32, "CPU", config))
+    if fp32_score < 100.0:
         # Quantizing cannot repair a graph OpenVINO already computes wrongly in FP32.
         raise VerificationError(
             f"{manifest.model}: OpenVINO's FP32 output of {artifact.name} already differs from "
@@ -161,12 +162,14 @@ def ov_int8_from_onnx(
     if got < gate:
         limit = max(1, int(len(layers) * max_fraction))
         say(f"searching: up to {limit} of {len(layers)} layers may return to float")
-        # Metric: PSNR capped at 200 dB; FP32 against itself scores 200, so a drop of
-        # 200 - gate is exactly the gate.
+        # Metric: PSNR against ONNX Runtime FP32; NNCF measures the drop from OpenVINO's FP32
+        # score (float rounding: 120-200 dB, not a constant), so the gate is that score less
+        # the allowed drop. (Taking 200 dB for it let a 28.7 dB model through the search
+        # untouched: NLRN's OpenVINO FP32 scores 148.7 dB, a drop of 120 looked allowed.)
         quantized = nncf.quantize_with_accuracy_control(
             fp32, dataset, nncf.Dataset([0]),
             lambda compiled, _data: psnr_of(compiled),
-            max_drop=200.0 - gate, drop_type=nncf.DropType.ABSOLUTE,
+            max_drop=fp32_score - gate, drop_type=nncf.DropType.ABSOLUTE,
             preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=calibration.count,
             advanced_quantization_parameters=advanced,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
