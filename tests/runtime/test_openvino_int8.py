@@ -188,3 +188,20 @@ def test_nncf_search_reaches_a_gate_the_first_pass_misses(tmp_path):
     record = read_ov_int8_record(result.path)
     assert record["search"]["searched"] and record["psnr"] >= gate
     assert record["search"]["quantized_layers"] < first["quantized_layers"]
+
+
+@pytest.mark.slow
+def test_nncf_search_that_returns_too_many_layers_to_float_is_refused(tmp_path, monkeypatch):
+    """NNCF bounds its search by iterations, and one iteration may return a whole group of layers
+    to float (16 operations at once on the demo NLRN); restorekit's bound is on layers, as for
+    its own INT8. Here the search is made to hand back the FP32 model: it meets any gate, and
+    must still be refused, with nothing written."""
+    import nncf
+
+    from restorekit.calibration.openvino_int8 import ov_int8_from_onnx
+
+    path, _, _ = tinynet.export_net(tmp_path)
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", lambda model, *a, **k: model)
+    with pytest.raises(VerificationError, match="3 of its 3 weighted layers returned to float"):
+        ov_int8_from_onnx(path, count=8, threads=1, min_psnr=100.0, max_fraction=0.34)
+    assert not ov_int8_path(path).exists()
