@@ -21,6 +21,7 @@ five sample photos (what ``restore-demo`` shows) are a second table. BM3D result
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 import time
@@ -152,6 +153,18 @@ def table(results: list[SetResult]) -> str:
     return "\n".join(lines)
 
 
+def training_recipe_name(model: str) -> str:
+    """The ``tools/train_demo.py`` recipe that trains the registry variant ``model``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_demo", ROOT / "tools" / "train_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("train_demo", module)  # its dataclasses look themselves up there
+    spec.loader.exec_module(sys.modules["train_demo"])
+    module = sys.modules["train_demo"]
+    return next(k for k, recipe in module.RECIPES.items() if recipe.model == model)
+
+
 def weights_file(built: BuiltModel, given: Path | None = None) -> Path:
     """The weights file of a demo variant: ``given`` (``--weights``), else the bundled one."""
     return given or bundled_weights_path(built.ref.variant.bundled_weights)
@@ -248,6 +261,7 @@ def model_card(
     rows = json.loads(meta.get("curve", "[]"))
     gray = ref.variant.in_channels == 1
     arch = ref.spec.name.split("-")[0]
+    recipe_name = training_recipe_name(ref.name)
     tile = ref.variant.default_tile[0]
     tiling = (
         "on the whole crop"
@@ -266,12 +280,17 @@ def model_card(
     steps = meta.get("steps", "?")
     crop_s = f"centre {crop}x{crop} crops" if crop else "whole images"
     luma = "\n  Colour photos are converted to BT.601 luma." if gray else ""
+    purpose = (
+        f"so that `{arch}` restores a photo without a download"
+        if ref.variant.bundled_weights
+        else "for figures on trained weights at a larger width (its weights are not bundled)"
+    )
     command = f"{ref.name} --crop {crop or 0}" + (f" --count {count}" if count else "")
     first = f", the first {count} of each set by file name" if count else ""
     return f"""# {ref.name}: demo weights
 
 **Not an official checkpoint.** A reduced-size {ref.spec.title.split(":")[0]} trained on a CPU
-so that `{arch}` restores a photo without a download. For real results convert or load the
+{purpose}. For real results convert or load the
 official weights of another variant (`restore-export --list`).
 
 - Task: {ref.variant.task}.
@@ -280,7 +299,7 @@ official weights of another variant (`restore-export --list`).
 - Input/output: {"gray (one channel)" if gray else "RGB"}, values in [0, 1].
   Default tile {ref.variant.default_tile[0]}x{ref.variant.default_tile[1]}, overlap {ref.overlap}.
 
-## Training (`tools/train_demo.py {arch}`)
+## Training (`tools/train_demo.py {recipe_name}`)
 
 - Data: {sources}; {data.get("count", "?")} files, sha256 of names and bytes
   `{data.get("sha256", "?")[:16]}...`. Never BSD68, CBSD68 or Set12 (the evaluation sets).{luma}
@@ -296,7 +315,7 @@ official weights of another variant (`restore-export --list`).
   {training_machine(meta)} shared with other jobs; seed {meta.get("seed", "?")}; torch {meta.get("torch", "?")}.
 - Reproduce (`tools/demo_data.py --dncnn DnCNN --ffdnet FFDNet` assembles `.train/data` from
   clones of the two repositories; a run stopped at step N and `--steps N` write the same
-  weights): `PYTHONPATH=$PWD python tools/train_demo.py {arch} --data {data_dir} --val {val} --steps {steps}`
+  weights): `PYTHONPATH=$PWD python tools/train_demo.py {recipe_name} --data {data_dir} --val {val} --steps {steps}`
 
 Training curve (held-out PSNR of the averaged weights on {meta.get("curve_set") or "-"}, logged
 only, never used to choose weights):
