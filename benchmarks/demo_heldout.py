@@ -21,9 +21,9 @@ five sample photos (what ``restore-demo`` shows) are a second table. BM3D result
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,14 +155,12 @@ def table(results: list[SetResult]) -> str:
 
 def training_recipe_name(model: str) -> str:
     """The ``tools/train_demo.py`` recipe that trains the registry variant ``model``."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_demo", ROOT / "tools" / "train_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("train_demo", module)  # its dataclasses look themselves up there
-    spec.loader.exec_module(sys.modules["train_demo"])
-    module = sys.modules["train_demo"]
-    return next(k for k, recipe in module.RECIPES.items() if recipe.model == model)
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from train_demo import RECIPES
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    return next(k for k, recipe in RECIPES.items() if recipe.model == model)
 
 
 def weights_file(built: BuiltModel, given: Path | None = None) -> Path:

@@ -161,9 +161,10 @@ def ov_int8_from_onnx(
     first_quantized = _quantized_layers(quantized)
     search: dict[str, Any] = {"first_pass_psnr": rounded_db(got), "layers": len(layers),
                               "first_pass_quantized_layers": first_quantized}  # fmt: skip
+    # At most this many weighted layers may return to float (as for restorekit's own INT8).
+    limit = max(1, int(len(layers) * max_fraction))
     say(f"INT8 {got:.2f} dB against FP32 (gate {gate:g} dB)")
     if got < gate:
-        limit = max(1, int(len(layers) * max_fraction))
         say(f"searching: up to {limit} of {len(layers)} layers may return to float")
         # Metric: PSNR against ONNX Runtime FP32; NNCF measures the drop from OpenVINO's FP32
         # score (float rounding: 120-200 dB, not a constant), so the gate is that score less
@@ -183,9 +184,9 @@ def ov_int8_from_onnx(
         search["limit"] = limit
     search["quantized_layers"] = _quantized_layers(quantized)
     returned = first_quantized - search["quantized_layers"]
-    if returned > max(1, int(len(layers) * max_fraction)):
+    if returned > limit:
         # NNCF bounds its search by iterations, each returning a group of operations to float;
-        # the bound that matters (as for restorekit's own INT8) is on the layers.
+        # the bound that matters is on the layers.
         raise VerificationError(
             f"{manifest.model}: OpenVINO INT8 meets {gate:g} dB against FP32 only with {returned} "
             f"of its {len(layers)} weighted layers returned to float (at most "

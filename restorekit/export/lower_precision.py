@@ -124,10 +124,10 @@ def int8_from_fp32(
     # Every try missed: the closest one is returned, for the caller's report and error.
     chosen = attempts[-1] if attempts[-1].found.met else max(attempts, key=_score)
     found, qdq = chosen.found, chosen.qdq
+    first = attempts[0]
     notes = [] if len(attempts) == 1 else [
         f"calibration: {first.method} ranges missed {min_psnr:g} dB ({first.found.figures.psnr:.2f} "
         f"dB with {len(first.found.excluded)} layers kept float); {chosen.method} ranges used"
-        for first in attempts[:1]
     ]  # fmt: skip
     reasons = {
         n: f"INT8 adds noise at {found.sensitivity[n]:.1f} dB of its output's peak"

@@ -148,11 +148,11 @@ def test_bare_name_exports_with_plain_int8(name, tmp_path, capsys):
     """
     import json
 
+    import numpy as np
+
     from restorekit.manifest import read_manifest
     from restorekit.metrics import psnr
     from tests.toy_graphs import run_graph
-
-    import numpy as np
 
     code = export_cli.main([name, "--int8", "-o", str(tmp_path)])
     out = capsys.readouterr()

@@ -48,7 +48,7 @@ SPEC = ArchSpec(
             bundled_weights="mprnet.demo_dn_s25.safetensors",
         ),
         # The demo task at the derain variant's widths: INT8 speed depends on width, so INT8
-        # figures on trained weights are measured on this one (benchmarks/demo_int8.py). Its
+        # figures on trained weights are measured on this one (benchmarks/precision.py). Its
         # weights (10 MB) are not bundled: `python tools/train_demo.py mprnet-wide` makes them.
         Variant(
             name="demo_wide_dn_s25",
