@@ -136,15 +136,25 @@ def plan_fp16(
         for n in names:
             plan.kept[n] = f"{op_type}: fragile in FP16, not measured safe"
     accepted = None  # the last graph kept: the final one unless nothing was released
-    for op_type in sorted(fragile, key=lambda t: -len(fragile[t])):
+    order = sorted(fragile, key=lambda t: -len(fragile[t]))
+    if len(order) > 1:
+        # Every fragile type at once first: when that graph meets the bar there is nothing left
+        # for the one-type trials to release, and one graph is scored instead of one per type
+        # (five for GRL). When it misses, the one-type trials run and find which types are safe.
+        say(f"trying {', '.join(order)} in FP16 together")
+        everything = {n for names in fragile.values() for n in names}
+        candidate = to_fp16(model, [n for n in plan.kept if n not in everything], floats)
+        if _release_trial(plan, ", ".join(order), len(everything), evaluate(candidate), min_psnr):
+            accepted = candidate
+            plan.released.extend(order)
+            for n in everything:
+                del plan.kept[n]
+            order = []
+    for op_type in order:
         trial_keep = [n for n in plan.kept if n not in fragile[op_type]]
         say(f"trying {op_type} in FP16")
         candidate = to_fp16(model, trial_keep, floats)
-        fig = evaluate(candidate)
-        ok = fig.nonfinite == 0 and fig.psnr >= min_psnr + RELEASE_MARGIN_DB
-        plan.trail.append({"release": op_type, "nodes": len(fragile[op_type]), "psnr": rounded_db(fig.psnr),
-                           "nonfinite": fig.nonfinite, "kept_in_fp16": ok})  # fmt: skip
-        if ok:
+        if _release_trial(plan, op_type, len(fragile[op_type]), evaluate(candidate), min_psnr):
             accepted = candidate
             plan.released.append(op_type)
             for n in fragile[op_type]:
@@ -154,6 +164,16 @@ def plan_fp16(
     final = accepted if accepted is not None else to_fp16(model, list(plan.kept), floats)
     plan.overflow_risks = fp16_overflow_risks(final, ranges)
     return plan, final
+
+
+def _release_trial(
+    plan: Fp16Plan, release: str, nodes: int, fig: Agreement, min_psnr: float
+) -> bool:
+    """Record one release trial in ``plan.trail``; whether its graph is kept (target + margin)."""
+    ok = fig.nonfinite == 0 and fig.psnr >= min_psnr + RELEASE_MARGIN_DB
+    plan.trail.append({"release": release, "nodes": nodes, "psnr": rounded_db(fig.psnr),
+                       "nonfinite": fig.nonfinite, "kept_in_fp16": ok})  # fmt: skip
+    return ok
 
 
 def evaluator(

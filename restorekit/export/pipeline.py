@@ -33,11 +33,12 @@ from restorekit.export.simplify import (
 )
 from restorekit.export.stage_times import StageTimer
 from restorekit.export.targets import targets_for
-from restorekit.export.trace import onnx_from_model
+from restorekit.export.trace import TRACE_BATCH, onnx_and_outputs, onnx_from_model
 from restorekit.export.verify import (
     Criterion,
     ReferenceSet,
     VerificationReport,
+    model_inputs,
     reference_set,
     verify_graph,
 )
@@ -222,14 +223,25 @@ def export_model(
     built = model_from_name(ref, options.weights, options.seed, options.build_overrides)
 
     stage("trace")
-    traced = onnx_from_model(
-        built.module,
-        tile,
-        variant.in_channels,
-        ref.spec.output_index,
-        options.opset,
-        options.dynamic,
-    )
+    # With two or more verification photos the trace runs on them: its forward pass is PyTorch's
+    # reference for the tile (bit for bit), so verification runs no forward pass of its own there.
+    # A model whose forward read the photos' values into Python is traced again on random input,
+    # so that the check against the photos can see a branch the graph froze.
+    names, photos = model_inputs(built, images, tile)
+    traced, expected = None, None
+    if len(photos) >= TRACE_BATCH:
+        traced, expected = onnx_and_outputs(
+            built.module, photos, ref.spec.output_index, options.opset, options.dynamic
+        )
+    if expected is None:
+        traced = onnx_from_model(
+            built.module,
+            tile,
+            variant.in_channels,
+            ref.spec.output_index,
+            options.opset,
+            options.dynamic,
+        )
 
     stage("simplify")
     notes: list[str] = []
@@ -250,7 +262,12 @@ def export_model(
 
     stage("verify")
     shapes = [tile] + ([second_shape(tile, ref.size_rule.multiple_of)] if options.dynamic else [])
-    refs = [reference_set(built, images, s) for s in shapes]
+    refs = [
+        ReferenceSet(tuple(names), photos, expected)
+        if expected is not None
+        else reference_set(built, images, tile)
+    ]
+    refs += [reference_set(built, images, s) for s in shapes[1:]]
     criterion = Criterion(max_abs=targets.fp32_max_abs)
     name = onnx_name(ref.name, "fp32", static_tile)
     vr = variant.value_range

@@ -141,11 +141,19 @@ def reference_set(
     built: BuiltModel, image_paths: Sequence[Path], shape: tuple[int, int]
 ) -> ReferenceSet:
     """Fit ``image_paths`` to ``shape`` and run the PyTorch model on them once."""
+    names, batch = model_inputs(built, image_paths, shape)
+    return ReferenceSet(tuple(names), batch, torch_outputs(built, batch))
+
+
+def model_inputs(
+    built: BuiltModel, image_paths: Sequence[Path], shape: tuple[int, int]
+) -> tuple[list[str], np.ndarray]:
+    """Names and the (N, C, H, W) batch of ``image_paths`` fitted to ``shape`` in the model's
+    input convention."""
     variant = built.ref.variant
     spec = TensorSpec(INPUT_NAME, variant.in_channels, color_order=variant.color_order,
                       value_range=variant.value_range)  # fmt: skip
-    names, batch = image_batch(image_paths, spec, shape)
-    return ReferenceSet(tuple(names), batch, torch_outputs(built, batch))
+    return image_batch(image_paths, spec, shape)
 
 
 @dataclass(frozen=True)
