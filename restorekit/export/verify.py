@@ -4,7 +4,8 @@ The targets and what the report records: docs/precision.md.
 
 Real photos (the shipped samples, or the user's) are centre-cropped or reflect-padded to the tile
 shape and fed in the model's pixel convention. The graph runs at batch 1 on each image and at a
-batch of all images; PyTorch runs once on the batch. Each comparison reports max abs error, PSNR,
+batch of all images; PyTorch runs once on the batch (at the export's tile, that pass is the
+trace's own: ``trace.onnx_and_outputs``). Each comparison reports max abs error, PSNR,
 SSIM (outputs normalised to [0, 1]) and the count of NaN/Inf values.
 """
 
