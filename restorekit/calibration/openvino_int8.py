@@ -140,8 +140,14 @@ def ov_int8_from_onnx(
         # NaN/Inf fail the gate outright; NNCF compares plain numbers.
         return -1.0 if figures.nonfinite else min(float(figures.psnr), 200.0)
 
+    def compiled(model: Any, what: str) -> Any:
+        try:
+            return core.compile_model(model, "CPU", config)
+        except RuntimeError as exc:  # OpenVINO raises its own errors as RuntimeError
+            raise _cannot_compile(manifest.model, what, artifact.name, exc) from exc
+
     fp32 = core.read_model(str(artifact))
-    fp32_score = psnr_of(core.compile_model(fp32, "CPU", config))
+    fp32_score = psnr_of(compiled(fp32, "the FP32 graph"))
     if fp32_score < 100.0:
         # Quantizing cannot repair a graph OpenVINO already computes wrongly in FP32.
         raise VerificationError(
@@ -156,7 +162,7 @@ def ov_int8_from_onnx(
         fp32, dataset, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=calibration.count,
         advanced_parameters=advanced,
     )  # fmt: skip
-    got = psnr_of(core.compile_model(quantized, "CPU", config))
+    got = psnr_of(compiled(quantized, "NNCF's INT8 model"))
     layers = _weighted_layers(fp32)
     first_quantized = _quantized_layers(quantized)
     search: dict[str, Any] = {"first_pass_psnr": rounded_db(got), "layers": len(layers),
@@ -170,16 +176,22 @@ def ov_int8_from_onnx(
         # score (float rounding: 120-200 dB, not a constant), so the gate is that score less
         # the allowed drop. (Taking 200 dB for it let a 28.7 dB model through the search
         # untouched: NLRN's OpenVINO FP32 scores 148.7 dB, a drop of 120 looked allowed.)
-        quantized = nncf.quantize_with_accuracy_control(
-            fp32, dataset, nncf.Dataset([0]),
-            lambda compiled, _data: psnr_of(compiled),
-            max_drop=fp32_score - gate, drop_type=nncf.DropType.ABSOLUTE,
-            preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=calibration.count,
-            advanced_quantization_parameters=advanced,
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=limit),
-        )  # fmt: skip
-        got = psnr_of(core.compile_model(quantized, "CPU", config))
+        try:
+            quantized = nncf.quantize_with_accuracy_control(
+                fp32, dataset, nncf.Dataset([0]),
+                lambda model, _data: psnr_of(model),
+                max_drop=fp32_score - gate, drop_type=nncf.DropType.ABSOLUTE,
+                preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=calibration.count,
+                advanced_quantization_parameters=advanced,
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=limit),
+            )  # fmt: skip
+        except RuntimeError as exc:  # NNCF compiles its candidates itself
+            if OPENVINO_ERROR not in str(exc):
+                raise
+            raise _cannot_compile(manifest.model, "a model of NNCF's search", artifact.name,
+                                  exc) from exc  # fmt: skip
+        got = psnr_of(compiled(quantized, "NNCF's INT8 model"))
         search["searched"] = True
         search["limit"] = limit
     search["quantized_layers"] = _quantized_layers(quantized)
@@ -256,3 +268,24 @@ def _save_atomic(ov: Any, model: Any, xml: Path) -> None:
         ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
         os.replace(tmp_xml.with_suffix(".bin"), xml.with_suffix(".bin"))
         os.replace(tmp_xml, xml)
+
+
+# How OpenVINO's C++ errors begin once Python sees them ("Exception from src/inference/...").
+OPENVINO_ERROR = "Exception from src/"
+
+
+def _cannot_compile(model: str, what: str, source: str, exc: Exception) -> VerificationError:
+    """The refusal when OpenVINO's CPU plugin cannot compile a model made from ``source``.
+
+    OpenVINO's message starts with lines naming its own source files; the first other line is
+    the one that says what failed (e.g. which graph transformation threw, on which node).
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    fallback = lines[0] if lines else type(exc).__name__
+    reason = next((ln for ln in lines if not ln.startswith("Exception from")), fallback)
+    reason = reason if len(reason) <= 300 else reason[:297] + "..."
+    return VerificationError(
+        f"{model}: OpenVINO cannot compile {what} of {source} ({reason}); no OpenVINO INT8 was "
+        "written. Use --precision fp32 (or bf16 where the CPU has it), or the ONNX Runtime INT8 "
+        "CPU layout (restore-export --int8 --int8-layout ort-cpu)"
+    )
