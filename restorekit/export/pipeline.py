@@ -40,6 +40,7 @@ from restorekit.export.verify import (
     VerificationReport,
     model_inputs,
     reference_set,
+    torch_outputs,
     verify_graph,
 )
 from restorekit.files import file_sha256, write_bytes_atomic, write_text_atomic
@@ -262,11 +263,9 @@ def export_model(
 
     stage("verify")
     shapes = [tile] + ([second_shape(tile, ref.size_rule.multiple_of)] if options.dynamic else [])
-    refs = [
-        ReferenceSet(tuple(names), photos, expected)
-        if expected is not None
-        else reference_set(built, images, tile)
-    ]
+    if expected is None:  # traced on random input: PyTorch's pass on the photos is its own
+        expected = torch_outputs(built, photos)
+    refs = [ReferenceSet(tuple(names), photos, expected)]
     refs += [reference_set(built, images, s) for s in shapes[1:]]
     criterion = Criterion(max_abs=targets.fp32_max_abs)
     name = onnx_name(ref.name, "fp32", static_tile)
